@@ -14,9 +14,14 @@ SHARED_KEYS_NAME = Path("shared", "reference", "torchvision_fcn_resnet50_keys.tx
 REFERENCE_CLASSES = 5
 
 
+def key_shapes(model):
+    """The state_dict as {name: shape tuple}, in state_dict order."""
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
 def key_shape_lines(model):
     """The state_dict as 'name (shape)' lines, the format of the reference key lists."""
-    return [f"{name} {tuple(tensor.shape)}" for name, tensor in model.state_dict().items()]
+    return [f"{name} {shape}" for name, shape in key_shapes(model).items()]
 
 
 def find_shared_key_list():
@@ -51,16 +56,16 @@ def test_keys_and_shapes_equal_shared_torchvision_list(reference_model):
 @pytest.mark.parametrize("in_channels", [1, 4])
 def test_in_channels_changes_only_the_stem_conv(reference_model, in_channels):
     model = fcn_resnet50(num_classes=REFERENCE_CLASSES, in_channels=in_channels)
-    expected = {name: tuple(t.shape) for name, t in reference_model.state_dict().items()}
+    expected = key_shapes(reference_model)
     expected["backbone.conv1.weight"] = (64, in_channels, 7, 7)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    shapes = key_shapes(model)
     assert list(shapes) == list(expected)
     assert shapes == expected
 
 
 def test_default_num_classes_is_21_and_changes_only_the_last_head_conv():
     model = fcn_resnet50()  # torchvision's default: 21 classes (Pascal VOC)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    shapes = key_shapes(model)
     expected = dict(line.split(" ", 1) for line in read_key_list(BUNDLED_KEYS))
     changed = {name for name, shape in shapes.items() if str(shape) != expected[name]}
     assert changed == {"classifier.4.weight", "classifier.4.bias"}
@@ -132,7 +137,7 @@ def test_initialisation_follows_torchvision(reference_model):
 
 def test_aux_loss_adds_torchvision_aux_head():
     model = fcn_resnet50(num_classes=REFERENCE_CLASSES, aux_loss=True).eval()
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    shapes = key_shapes(model)
     assert shapes["aux_classifier.0.weight"] == (256, 1024, 3, 3)
     assert shapes["aux_classifier.4.weight"] == (REFERENCE_CLASSES, 256, 1, 1)
     with torch.no_grad():
