@@ -36,10 +36,11 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        # the skip path runs after the main branch, as in torchvision (traced node order)
+        identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
