@@ -22,25 +22,31 @@ def _affine(module, inputs, weight, bias):
     raise TypeError(f"LRP affine rules support nn.Linear and nn.Conv2d, not {type(module).__name__}")
 
 
-def _input_gradient(function, inputs, output_weights, stabilise):
-    """Return ``J^T (R / stabilise(f(x)))`` for ``f = function``, computed with one forward and one backward.
+def _affine_transpose(module, inputs, weight, output_weights):
+    """``J^T output_weights`` for the map ``x -> _affine(module, x, weight, None)`` (at ``inputs``)."""
+    if isinstance(module, nn.Linear):
+        return output_weights @ weight
+    return _input_gradient(lambda x: _affine(module, x, weight, None), inputs, output_weights)
 
-    ``output_weights`` is the relevance R at the output; the result, multiplied element-wise by
-    the input, is the relevance each input receives when R is split in proportion to the
-    input's contribution to ``f(x)``.
-    """
+
+def _input_gradient(function, inputs, output_weights):
+    """``J^T output_weights`` for ``function`` at ``inputs``, by one autograd backward pass."""
     with torch.enable_grad():
         inputs = inputs.detach().requires_grad_(True)
-        outputs = function(inputs)
-        scaled = (output_weights / stabilise(outputs.detach())).detach()
-        (gradient,) = torch.autograd.grad(outputs, inputs, scaled)
+        (gradient,) = torch.autograd.grad(function(inputs), inputs, output_weights)
     return gradient
+
+
+def _redistribute(module, inputs, weight, bias, relevance, stabilise):
+    """``R_in = x * J^T (R / stabilise(z))`` with ``z = x W^T + b``: R split by each input's contribution."""
+    outputs = _affine(module, inputs, weight, bias)
+    return inputs * _affine_transpose(module, inputs, weight, relevance / stabilise(outputs))
 
 
 def _signed_stabiliser(epsilon):
     """``z -> z + epsilon * sign(z)`` with ``sign(0) = 1``: moves z away from zero."""
     def stabilise(z):
-        return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
     return stabilise
 
 
@@ -57,15 +63,14 @@ def _negative(tensor):
 
 
 class EpsilonRule:
-    """LRP-epsilon: ``R_i = sum_j x_i w_ij / (z_j + eps * sign(z_j)) R_j`` (bias absorbs its share)."""
+    """LRP-epsilon: ``R_i = sum_j x_i w_ij / (z_j + eps * sign(z_j)) R_j`` (the bias absorbs its share)."""
 
     def __init__(self, epsilon=1e-6):
         self.epsilon = epsilon
 
     def __call__(self, module, inputs, relevance):
-        def function(x):
-            return _affine(module, x, _detached(module.weight), _detached(module.bias))
-        return inputs * _input_gradient(function, inputs, relevance, _signed_stabiliser(self.epsilon))
+        return _redistribute(module, inputs, _detached(module.weight), _detached(module.bias), relevance,
+                             _signed_stabiliser(self.epsilon))
 
 
 class ZRule(EpsilonRule):
@@ -85,18 +90,15 @@ class ZPlusRule:
         self.stabiliser = stabiliser
 
     def __call__(self, module, inputs, relevance):
-        positive_weight = _positive(_detached(module.weight))
-
-        def function(x):
-            return _affine(module, x, positive_weight, None)
-        return inputs * _input_gradient(function, inputs, relevance, lambda z: z + self.stabiliser)
+        return _redistribute(module, inputs, _positive(_detached(module.weight)), None, relevance,
+                             lambda z: z + self.stabiliser)
 
 
 class AlphaBetaRule:
     """LRP-alpha-beta: ``R_in = alpha * R_pos - beta * R_neg``.
 
-    ``R_pos`` splits R in proportion to the positive contributions ``x+ w+`` and ``x- w-`` (and
-    the positive bias, which absorbs its share), ``R_neg`` likewise for the negative ones
+    ``R_pos`` splits R in proportion to the positive contributions ``x+ w+`` and ``x- w-`` (the
+    positive bias absorbs its share), ``R_neg`` likewise for the negative contributions
     ``x+ w-``, ``x- w+`` and the negative bias. Conservative for ``alpha - beta = 1`` without bias.
     """
 
@@ -105,24 +107,24 @@ class AlphaBetaRule:
             raise ValueError(f"alpha - beta must be 1 for a conservative rule, got alpha={alpha}, beta={beta}")
         self.alpha, self.beta, self.stabiliser = alpha, beta, stabiliser
 
-    def _share(self, module, inputs, relevance, weight_for_positive_inputs, weight_for_negative_inputs, bias, sign):
-        positive_inputs, negative_inputs = _positive(inputs), _negative(inputs)
-
-        def function(x):
-            # x stacks (x+, x-) along a new leading axis so one backward gives both gradients
-            return (_affine(module, x[0], weight_for_positive_inputs, bias)
-                    + _affine(module, x[1], weight_for_negative_inputs, None))
-
-        stacked = torch.stack([positive_inputs, negative_inputs])
-        gradient = _input_gradient(function, stacked, relevance, lambda z: z + sign * self.stabiliser)
-        return positive_inputs * gradient[0] + negative_inputs * gradient[1]
+    def _share(self, module, relevance, positive_inputs, negative_inputs, weight_of_positive, weight_of_negative,
+               bias, sign):
+        """Relevance split by the contributions ``x+ weight_of_positive + x- weight_of_negative (+ bias)``."""
+        z = (_affine(module, positive_inputs, weight_of_positive, bias)
+             + _affine(module, negative_inputs, weight_of_negative, None))
+        scaled = relevance / (z + sign * self.stabiliser)
+        return (positive_inputs * _affine_transpose(module, positive_inputs, weight_of_positive, scaled)
+                + negative_inputs * _affine_transpose(module, negative_inputs, weight_of_negative, scaled))
 
     def __call__(self, module, inputs, relevance):
         weight, bias = _detached(module.weight), _detached(module.bias)
-        positive = self._share(module, inputs, relevance, _positive(weight), _negative(weight), _positive(bias), 1.0)
+        positive_inputs, negative_inputs = _positive(inputs), _negative(inputs)
+        positive = self._share(module, relevance, positive_inputs, negative_inputs,
+                               _positive(weight), _negative(weight), _positive(bias), 1.0)
         if self.beta == 0:
             return self.alpha * positive
-        negative = self._share(module, inputs, relevance, _negative(weight), _positive(weight), _negative(bias), -1.0)
+        negative = self._share(module, relevance, positive_inputs, negative_inputs,
+                               _negative(weight), _positive(weight), _negative(bias), -1.0)
         return self.alpha * positive - self.beta * negative
 
 
@@ -133,14 +135,15 @@ class ProportionalRule:
         self.stabiliser = stabiliser
 
     def __call__(self, module, inputs, relevance):
-        return inputs * _input_gradient(module, inputs, relevance, _signed_stabiliser(self.stabiliser))
+        pooled = _signed_stabiliser(self.stabiliser)(module(inputs))
+        return inputs * _input_gradient(module, inputs, relevance / pooled)
 
 
 class WinnerTakesAllRule:
     """Max pooling: all relevance of a pooled value goes to the input that won the max."""
 
     def __call__(self, module, inputs, relevance):
-        return _input_gradient(module, inputs, relevance, lambda z: torch.ones_like(z))
+        return _input_gradient(module, inputs, relevance)
 
 
 class PassRule:

@@ -5,6 +5,7 @@ on reference samples, normalised per layer, ranked across layers, and the lowest
 neurons are removed in one shot ("Pruning by Explaining", Yeom et al. 2021).
 """
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +146,10 @@ def _sliced_linear(linear, rows, columns):
         bias = None if bias is None else bias.index_select(0, rows)
     if columns is not None:
         weight = weight.index_select(1, torch.as_tensor(columns, dtype=torch.long, device=weight.device))
-    sliced = torch.nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None,
-                                      device=weight.device, dtype=weight.dtype)
+    with warnings.catch_warnings():  # a layer whose neurons are all removed has zero-element weights
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        sliced = torch.nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None,
+                                          device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         sliced.weight.copy_(weight)
         if bias is not None:
