@@ -74,8 +74,8 @@ def validate(args):
 
 
 def generate(args):
-    import toy_pruning
-    for path in toy_pruning.write_sweep_scripts(".", ranklog=args.ranklog, noisy_sigma=args.noisytest):
+    import toy_sweep
+    for path in toy_sweep.write_scripts(".", ranklog=args.ranklog, noisy_sigma=args.noisytest):
         print(f"wrote {path}")
 
 

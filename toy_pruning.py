@@ -1,4 +1,4 @@
-"""Pruning the toy MLP: the four criteria, neuron ranking, physical neuron removal, one run, sweep scripts.
+"""Pruning the toy MLP: the four criteria, neuron ranking, physical neuron removal, one run.
 
 Scores are computed per neuron of the hidden Linear layers (all Linear layers but the last)
 on reference samples, normalised per layer, ranked across layers, and the lowest-ranked
@@ -20,8 +20,6 @@ import toy_model
 
 CRITERIA = toy_log.CRITERIA
 PRUNED_NEURONS = 1000
-SWEEP_SAMPLES_PER_CLASS = (1, 2, 5, 10, 20, 50, 100, 200)
-SWEEP_SEEDS = tuple(range(50))
 LRP_RULES = (
     (nn.Linear, lrp.ZPlusRule(stabiliser=1e-9)),
     ((nn.ReLU, nn.Dropout), lrp.PassRule()),
@@ -295,35 +293,3 @@ def run(prepared, criterion, samples_per_class, seed, noisy_sigma=0.0, rank_log=
             evaluations.append(Evaluation(key(scenario, stage), stage, scenario, stage_model, X, y, accuracy))
     lines = [toy_log.format_accuracy_line(e.key, e.accuracy) for e in evaluations]
     return RunResult(lines, evaluations, order, pruned_model)
-
-
-def sweep_folder_and_log(ranklog=False, noisy_sigma=0.0):
-    """Script folder and log file of a generated sweep: plain, rank analysis or noisy test."""
-    if ranklog:
-        return Path("scripts-rankanalysis"), "./output-rankanalysis/log.txt"
-    if noisy_sigma > 0:
-        return Path(f"scripts-noisytest-{noisy_sigma:g}"), f"./output-noisytest-{noisy_sigma:g}/log.txt"
-    return Path("scripts"), "./output/log.txt"
-
-
-def write_sweep_scripts(root=".", ranklog=False, noisy_sigma=0.0):
-    """Write one shell script per (dataset, criterion) with one ``python main.py`` line per run.
-
-    Each script holds a line per samples-per-class value and seed of the paper's grid and
-    creates its output folder. Returns the paths written.
-    """
-    folder, log = sweep_folder_and_log(ranklog, noisy_sigma)
-    folder = Path(root) / folder
-    folder.mkdir(parents=True, exist_ok=True)
-    extra = " -rl" if ranklog else (f" -nt {noisy_sigma:g}" if noisy_sigma > 0 else "")
-    written = []
-    for dataset in toy_datasets.DATASETS:
-        for criterion in CRITERIA:
-            lines = ["#!/bin/bash", f"mkdir -p {Path(log).parent.as_posix()}"]
-            lines += [f"python main.py -d {dataset} -c {criterion} -n {n} -s {seed} -l {log}{extra}"
-                      for n in SWEEP_SAMPLES_PER_CLASS for seed in SWEEP_SEEDS]
-            path = folder / f"{dataset}-{criterion}.sh"
-            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            path.chmod(0o755)
-            written.append(path)
-    return written
