@@ -117,12 +117,13 @@ def test_generate_writes_400_runs_per_dataset_and_criterion(tmp_path, extra, fol
                     reason="shipped moon model or training set not present")
 def test_single_run_appends_four_lines_and_creates_the_log_folder(tmp_path):
     log = tmp_path / "new" / "folder" / "log.txt"
-    for _ in range(2):
-        result = run_cli("-d", "moon", "-c", "weight", "-n", "2", "-s", "4", "-l", log)
-        assert result.returncode == 0, result.stderr
+    log_line = "dataset:moon-criterion:lrp-n:2-s:0-scenario:train-stage:pre 99.0"
+    result = run_cli("-d", "moon", "-c", "weight", "-n", "2", "-s", "4", "-l", log)
+    assert result.returncode == 0, result.stderr
+    toy_log.append_lines(log, [log_line])
     lines = log.read_text(encoding="utf-8").splitlines()
-    assert lines[:4] == lines[4:]  # same seed, same log lines
     assert [line.split(" ")[0] for line in lines[:4]] == [
         f"dataset:moon-criterion:weight-n:4-s:4-scenario:{scenario}-stage:{stage}"
         for stage in ("pre", "post") for scenario in ("train", "test")]
     assert result.stdout.splitlines()[:4] == lines[:4]
+    assert lines[4] == log_line and len(toy_log.read_log(log)) == 5
