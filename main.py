@@ -37,7 +37,8 @@ def build_parser():
     parser.add_argument("--rendermode", "-r", default="none", choices=RENDER_MODES,
                         help="Is result visualization desired? Choices: none, svg, show")
     parser.add_argument("--colormap", "-cm", default="Dark2",
-                        help="The colormap to use for rendering the output figures. Must be a valid one from matplotlib.")
+                        help="The colormap to use for rendering the output figures. "
+                             "Must be a valid one from matplotlib.")
     parser.add_argument("--logfile", "-l", default="./log.txt",
                         help="Output log file location. Results will be appended. A missing folder is created.")
     parser.add_argument("--generate", "-g", action="store_true",

@@ -156,7 +156,8 @@ class RankComparison:
         self.ranks = np.empty_like(self.orders)
         self.ranks[np.arange(runs)[:, None], self.orders] = np.arange(neurons)[None, :]
         self.set_sizes = [k for k in SET_SIZES if k <= neurons]
-        self.measures = ["spearman", "kendalltau"] + [f"{end}-{k}" for k in self.set_sizes for end in ("first", "last")]
+        self.measures = ["spearman", "kendalltau"] + [f"{end}-{k}" for k in self.set_sizes
+                                                      for end in ("first", "last")]
         self._matrices = {"spearman": self._spearman_matrix()}
         for k in self.set_sizes:
             self._matrices[f"first-{k}"] = self._overlap_matrix(self.orders[:, :k], neurons) / k
@@ -210,19 +211,18 @@ def _header(text):
 
 
 def _matrix_tables(comparison, row_labels, column_labels, pairs_for, name_for_measure, diagonal_only=False):
+    """One table per measure; cell (row, column) aggregates the run pairs ``pairs_for(row, column)``."""
     from prettytable import PrettyTable
+    cells = {(i, j): pairs_for(row, column)
+             for i, row in enumerate(row_labels) for j, column in enumerate(column_labels)
+             if not diagonal_only or i == j}
     tables = []
     for measure in comparison.measures:
         table = PrettyTable()
         table.field_names = [name_for_measure(measure)] + [str(c) for c in column_labels]
         for i, row in enumerate(row_labels):
-            cells = []
-            for j, column in enumerate(column_labels):
-                if diagonal_only and i != j:
-                    cells.append("")
-                else:
-                    cells.append(_cell(comparison.values(measure, pairs_for(row, column))))
-            table.add_row([str(row)] + cells)
+            table.add_row([str(row)] + [_cell(comparison.values(measure, cells[(i, j)])) if (i, j) in cells else ""
+                                        for j in range(len(column_labels))])
         tables.append(table.get_string() + "\n\n")
     return "".join(tables)
 
@@ -275,7 +275,8 @@ def rank_tables(records, dataset, progress=False):
     text = []
     for size in sizes:
         label = f"{dataset} n={size}"
-        text.append(_header(f"{label} case 1: self-compare criteria across random seeds -> check pruning consistency"))
+        text.append(_header(f"{label} case 1: self-compare criteria across random seeds "
+                            "-> check pruning consistency"))
         text.append(_matrix_tables(comparison, criteria, criteria,
                                    lambda a, b: pairs(a, size, b, size, different_seed), str, diagonal_only=True))
         text.append(_header(f"{label} case 2: cross-compare criteria across all random seeds "
@@ -284,7 +285,8 @@ def rank_tables(records, dataset, progress=False):
                                    lambda a, b: pairs(a, size, b, size, same_seed if a == b else any_seed), str))
         text.append(_header(f"{label} case 3: cross-compare criteria, same random seeds only "
                             "-> check relationship between criteria wrt same data source"))
-        text.append(_matrix_tables(comparison, criteria, criteria, lambda a, b: pairs(a, size, b, size, same_seed), str))
+        text.append(_matrix_tables(comparison, criteria, criteria,
+                                   lambda a, b: pairs(a, size, b, size, same_seed), str))
     for criterion in criteria:
         label = f"{dataset} and {criterion}"
         text.append(_header(f"{label} case 4: self-compare criteria across sample sizes (and random seeds) "

@@ -96,7 +96,8 @@ def parse_line(text):
         raise ValueError(f"unknown criterion {fields['criterion']!r}")
     classes = toy_datasets.NUM_CLASSES[fields["dataset"]]
     if int(fields["n"]) < classes or int(fields["n"]) % classes:
-        raise ValueError(f"n:{fields['n']} is not a positive multiple of the {classes} classes of {fields['dataset']}")
+        raise ValueError(f"n:{fields['n']} is not a positive multiple of the {classes} classes "
+                         f"of {fields['dataset']}")
     if fields["scenario"] not in SCENARIOS + (RANK_SCENARIO,):
         raise ValueError(f"unknown scenario {fields['scenario']!r}")
     if fields["stage"] not in STAGES:

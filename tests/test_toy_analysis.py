@@ -150,7 +150,8 @@ def test_rank_tables_against_direct_scipy_computation():
     assert table_cell(text, "moon and lrp case 5", "lrp:first-125", 5, 5) == "1.000+-0.000"
     across = [len(set(runs[("lrp", 1, s)][-500:]) & set(runs[("lrp", 5, t)][-500:])) / 500
               for s in range(3) for t in range(3)]
-    assert table_cell(text, "moon and lrp case 4", "lrp:last-500", 1, 5) == f"{np.mean(across):.3f}+-{np.std(across):.3f}"
+    assert table_cell(text, "moon and lrp case 4", "lrp:last-500", 1, 5) == \
+        f"{np.mean(across):.3f}+-{np.std(across):.3f}"
 
 
 def test_rank_analysis_cli_writes_one_table_file_per_dataset(tmp_path):
@@ -186,7 +187,8 @@ def test_class_colours_are_distinct_and_follow_the_colormap():
 def test_render_evaluations_writes_one_svg_per_log_line(tmp_path):
     torch.manual_seed(0)
     X, y = toy_datasets.generate("mult", 200, 0)
-    prepared = toy_pruning.prepare("mult", "cpu", model=toy_model.build_model(4, hidden_width=30), training_set=(X, y))
+    model = toy_model.build_model(4, hidden_width=30)
+    prepared = toy_pruning.prepare("mult", "cpu", model=model, training_set=(X, y))
     result = toy_pruning.run(prepared, "grad", 2, 0, count=30)
     written = toy_analysis.render_evaluations(result.evaluations, prepared.train_X, "grad", "Set1", tmp_path)
     assert [p.name for p in written] == [f"{line.split(' ')[0]}.svg" for line in result.lines]

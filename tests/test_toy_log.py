@@ -11,7 +11,8 @@ import toy_log
 
 def test_key_and_line_have_the_spec_format():
     key = toy_log.format_key("moon", "lrp", 20, 1, "train", "pre")
-    assert toy_log.format_accuracy_line(key, 99.9) == "dataset:moon-criterion:lrp-n:20-s:1-scenario:train-stage:pre 99.9"
+    assert toy_log.format_accuracy_line(key, 99.9) == \
+        "dataset:moon-criterion:lrp-n:20-s:1-scenario:train-stage:pre 99.9"
     rank_key = toy_log.format_key("mult", "grad", 8, 0, "rankselection", "pre")
     assert toy_log.format_rank_line(rank_key, [2, 0, 1]) == \
         "dataset:mult-criterion:grad-n:8-s:0-scenario:rankselection-stage:pre [2,0,1]"
