@@ -47,23 +47,21 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
-def lrp_scores(model, X, y):
-    """Per hidden layer: LRP-z+ relevance at the layer's output, summed over the batch.
-
-    Relevance starts at the output as ``logits * onehot(y)``; ReLU and Dropout pass it unchanged.
-    """
+def _lrp_scores_and_logits(model, X, y):
     indices = hidden_layer_indices(model)
+    seen = {}
 
     def initial_relevance(logits):
+        seen["logits"] = logits
         return logits * nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
 
     with _EvalMode(model):
         _, recorded = lrp.propagate(model, X, initial_relevance, LRP_RULES, record=indices)
-    return [recorded[i].sum(dim=0) for i in indices]
+    return [recorded[i].sum(dim=0) for i in indices], seen["logits"]
 
 
-def _activations_and_gradients(model, X, y):
-    """Outputs of the hidden Linear layers and the gradients of the mean cross-entropy w.r.t. them."""
+def _activations_gradients_and_logits(model, X, y):
+    """Outputs of the hidden Linear layers, the gradients of the mean cross-entropy w.r.t. them, the logits."""
     indices = set(hidden_layer_indices(model))
     activations = []
     with _EvalMode(model), torch.enable_grad():
@@ -74,25 +72,49 @@ def _activations_and_gradients(model, X, y):
                 activations.append(output)
         loss = nn.functional.cross_entropy(output, y)
         gradients = torch.autograd.grad(loss, activations)
-    return [a.detach() for a in activations], gradients
+    return [a.detach() for a in activations], gradients, output.detach()
+
+
+def _taylor_scores_and_logits(model, X, y):
+    activations, gradients, logits = _activations_gradients_and_logits(model, X, y)
+    return [(a * g).sum(dim=0) / len(X) for a, g in zip(activations, gradients)], logits
+
+
+def _grad_scores_and_logits(model, X, y):
+    _, gradients, logits = _activations_gradients_and_logits(model, X, y)
+    return [g.sum(dim=0) / len(X) for g in gradients], logits
+
+
+def _weight_scores_and_logits(model, X, y):
+    with torch.no_grad():
+        return [model[i].weight.abs().sum(dim=1) / len(X) for i in hidden_layer_indices(model)], None
+
+
+_SCORES_AND_LOGITS = {"lrp": _lrp_scores_and_logits, "taylor": _taylor_scores_and_logits,
+                      "grad": _grad_scores_and_logits, "weight": _weight_scores_and_logits}
+
+
+def lrp_scores(model, X, y):
+    """Per hidden layer: LRP-z+ relevance at the layer's output, summed over the batch.
+
+    Relevance starts at the output as ``logits * onehot(y)``; ReLU and Dropout pass it unchanged.
+    """
+    return _lrp_scores_and_logits(model, X, y)[0]
 
 
 def taylor_scores(model, X, y):
-    """Per hidden layer: ``sum_batch(activation * dL/dactivation) / n``."""
-    activations, gradients = _activations_and_gradients(model, X, y)
-    return [(a * g).sum(dim=0) / len(X) for a, g in zip(activations, gradients)]
+    """Per hidden layer: ``sum_batch(activation * dL/dactivation) / n``, L the mean cross-entropy."""
+    return _taylor_scores_and_logits(model, X, y)[0]
 
 
 def grad_scores(model, X, y):
     """Per hidden layer: ``sum_batch(dL/dactivation) / n``."""
-    _, gradients = _activations_and_gradients(model, X, y)
-    return [g.sum(dim=0) / len(X) for g in gradients]
+    return _grad_scores_and_logits(model, X, y)[0]
 
 
 def weight_scores(model, X, y):
     """Per hidden layer: ``sum_inputs |W[neuron, :]| / n`` (data-independent up to the constant)."""
-    with torch.no_grad():
-        return [model[i].weight.abs().sum(dim=1) / len(X) for i in hidden_layer_indices(model)]
+    return _weight_scores_and_logits(model, X, y)[0]
 
 
 SCORERS = {"lrp": lrp_scores, "taylor": taylor_scores, "grad": grad_scores, "weight": weight_scores}
@@ -107,11 +129,23 @@ def normalise(layer_scores, criterion):
     raise ValueError(f"unknown criterion {criterion!r}; choices: {', '.join(CRITERIA)}")
 
 
+def scores_and_logits(model, X, y, criterion):
+    """Normalised scores of ``criterion`` per hidden layer on ``X``, ``y``, and the model's logits on ``X``
+    when computing the scores produced them (``None`` for weight), so a run need not evaluate twice."""
+    if criterion not in _SCORES_AND_LOGITS:
+        raise ValueError(f"unknown criterion {criterion!r}; choices: {', '.join(CRITERIA)}")
+    layer_scores, logits = _SCORES_AND_LOGITS[criterion](model, X, y)
+    return normalise(layer_scores, criterion), logits
+
+
 def criterion_scores(model, X, y, criterion):
     """Normalised scores of ``criterion`` per hidden layer, computed on the samples ``X``, ``y``."""
-    if criterion not in SCORERS:
-        raise ValueError(f"unknown criterion {criterion!r}; choices: {', '.join(CRITERIA)}")
-    return normalise(SCORERS[criterion](model, X, y), criterion)
+    return scores_and_logits(model, X, y, criterion)[0]
+
+
+def accuracy_of_logits(logits, y):
+    """Accuracy in percent, computed as :func:`toy_model.accuracy` does."""
+    return 100.0 * (logits.argmax(dim=1) == y).sum().item() / len(y)
 
 
 def rank_neurons(normalised_scores):
@@ -273,13 +307,15 @@ def run(prepared, criterion, samples_per_class, seed, noisy_sigma=0.0, rank_log=
     def key(scenario, stage):
         return toy_log.format_key(dataset, criterion, total_samples, seed, scenario, stage)
 
-    order = rank_neurons(criterion_scores(model, reference_X, reference_y, criterion))
+    normalised, reference_logits = scores_and_logits(model, reference_X, reference_y, criterion)
+    order = rank_neurons(normalised)
     if rank_log:
         return RunResult([toy_log.format_rank_line(key(toy_log.RANK_SCENARIO, "pre"), order)], [], order, None)
 
     if noisy_sigma > 0:
         test_X, test_y = (torch.as_tensor(a, device=device)
                           for a in toy_datasets.noisy_test_set(dataset, seed, noisy_sigma))
+        reference_logits = None
     else:
         test_X, test_y = reference_X, reference_y
     pruned_model = prune(model, order, count)
@@ -288,6 +324,8 @@ def run(prepared, criterion, samples_per_class, seed, noisy_sigma=0.0, rank_log=
         for scenario, X, y in (("train", prepared.train_X, prepared.train_y), ("test", test_X, test_y)):
             if stage == "pre" and scenario == "train":
                 accuracy = prepared.train_accuracy
+            elif stage == "pre" and reference_logits is not None:
+                accuracy = accuracy_of_logits(reference_logits, y)
             else:
                 accuracy = toy_model.accuracy(stage_model, X, y)
             evaluations.append(Evaluation(key(scenario, stage), stage, scenario, stage_model, X, y, accuracy))

@@ -264,6 +264,17 @@ def test_one_run_writes_four_parseable_lines_and_is_deterministic(tiny_prepared)
     assert records[3].value == toy_model.accuracy(result.pruned_model, reference_X, reference_y)
 
 
+@pytest.mark.parametrize("criterion", toy_pruning.CRITERIA)
+def test_pre_pruning_test_accuracy_reuses_the_criterion_forward_pass_exactly(tiny_prepared, criterion):
+    X, y = (torch.as_tensor(a) for a in toy_datasets.reference_samples("moon", 5, 2))
+    _, logits = toy_pruning.scores_and_logits(tiny_prepared.model, X, y, criterion)
+    if logits is not None:
+        with torch.no_grad():
+            assert torch.equal(logits, tiny_prepared.model(X))
+    record = toy_log.parse_line(toy_pruning.run(tiny_prepared, criterion, 5, 2, count=40).lines[1])
+    assert record.value == toy_model.accuracy(tiny_prepared.model, X, y)
+
+
 def test_rank_log_run_logs_the_order_and_prunes_nothing(tiny_prepared):
     result = toy_pruning.run(tiny_prepared, "taylor", 2, 1, rank_log=True)
     (line,) = result.lines
