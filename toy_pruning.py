@@ -5,6 +5,7 @@ on reference samples, normalised per layer, ranked across layers, and the lowest
 neurons are removed in one shot ("Pruning by Explaining", Yeom et al. 2021).
 """
 import copy
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,9 +247,10 @@ def load_trained_model(dataset, path=None):
         raise FileNotFoundError(f"trained model {path} not found (train it with: python toy_model.py)")
     try:
         return toy_model.load_model(dataset, path)
-    except (RuntimeError, KeyError, TypeError, EOFError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a toy model checkpoint for {dataset}: {first_line}") from None
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
+        reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())[:300]
+        raise ValueError(f"{path} is not a toy model checkpoint for {dataset}: "
+                         f"{reason or type(error).__name__}") from None
 
 
 def load_training_set(dataset):
@@ -281,6 +283,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class RunResult:
+    """The log lines of one run, the evaluations behind them, the neuron order and the pruned model."""
     lines: list
     evaluations: list
     order: np.ndarray
@@ -319,15 +322,25 @@ def run(prepared, criterion, samples_per_class, seed, noisy_sigma=0.0, rank_log=
     else:
         test_X, test_y = reference_X, reference_y
     pruned_model = prune(model, order, count)
-    evaluations = []
-    for stage, stage_model in (("pre", model), ("post", pruned_model)):
+    evaluations = [Evaluation(key(scenario, stage), stage, scenario, stage_model, X, y, accuracy)
+                   for stage, stage_model, scenario, X, y, accuracy in _evaluate(
+                       prepared, pruned_model, test_X, test_y, reference_logits)]
+    lines = [toy_log.format_accuracy_line(e.key, e.accuracy) for e in evaluations]
+    return RunResult(lines, evaluations, order, pruned_model)
+
+
+def _evaluate(prepared, pruned_model, test_X, test_y, pre_test_logits):
+    """``(stage, model, scenario, X, y, accuracy)`` for train/test before and after pruning.
+
+    The unpruned model's training accuracy comes from ``prepared`` and, when given, its test
+    accuracy from the logits the criterion already computed: nothing is evaluated twice.
+    """
+    for stage, model in (("pre", prepared.model), ("post", pruned_model)):
         for scenario, X, y in (("train", prepared.train_X, prepared.train_y), ("test", test_X, test_y)):
             if stage == "pre" and scenario == "train":
                 accuracy = prepared.train_accuracy
-            elif stage == "pre" and reference_logits is not None:
-                accuracy = accuracy_of_logits(reference_logits, y)
+            elif stage == "pre" and pre_test_logits is not None:
+                accuracy = accuracy_of_logits(pre_test_logits, y)
             else:
-                accuracy = toy_model.accuracy(stage_model, X, y)
-            evaluations.append(Evaluation(key(scenario, stage), stage, scenario, stage_model, X, y, accuracy))
-    lines = [toy_log.format_accuracy_line(e.key, e.accuracy) for e in evaluations]
-    return RunResult(lines, evaluations, order, pruned_model)
+                accuracy = toy_model.accuracy(model, X, y)
+            yield stage, model, scenario, X, y, accuracy

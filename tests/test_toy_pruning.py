@@ -315,3 +315,14 @@ def test_shipped_moon_model_lrp_keeps_training_accuracy():
     result = toy_pruning.run(prepared, "lrp", 10, 1)
     assert sum(toy_pruning.hidden_widths(result.pruned_model)) == 2000
     assert result.evaluations[2].accuracy >= prepared.train_accuracy - 0.5
+
+
+def test_unusable_checkpoints_give_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        toy_pruning.load_trained_model("moon", tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pt is not a toy model checkpoint for moon"):
+        toy_pruning.load_trained_model("moon", tmp_path / "garbage.pt")
+    toy_model.save_model(toy_model.build_model(2, hidden_width=10), tmp_path / "small.pt")
+    with pytest.raises(ValueError, match="small.pt is not a toy model checkpoint for moon: .*size mismatch"):
+        toy_pruning.load_trained_model("moon", tmp_path / "small.pt")
