@@ -56,8 +56,8 @@ def draw_accuracy_panel(axes, dataset, scenario, curves):
         std = np.array([points[n][1] for n in x])
         colour = "black" if curve == "unpruned" else CRITERION_COLOURS[curve]
         axes.fill_between(x, mean - std, np.minimum(mean + std, 100.0), color=colour, alpha=0.2, linewidth=0)
-        axes.plot(x, mean, "--" if curve == "unpruned" else "-", color=colour,
-                  label="no pruning" if curve == "unpruned" else curve)
+        axes.plot(x, mean, "--" if curve == "unpruned" else "-", color=colour, zorder=3 if curve == "unpruned" else 2,
+                  label="no pruning" if curve == "unpruned" else curve)  # the dashed reference stays visible
     all_x = sorted({n for points in curves.values() for n in points})
     axes.set_xscale("log")
     axes.set_xticks([t for t in SAMPLE_TICKS if all_x[0] <= t <= all_x[-1]] or all_x)
