@@ -6,7 +6,6 @@ prunes the same model on the same data; reference samples are drawn per run.
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import make_circles, make_moons
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 NUM_CLASSES = {"moon": 2, "circle": 2, "mult": 4}
@@ -16,10 +15,12 @@ TRAINING_SET_SEED = 0
 
 
 def make_moon(n, seed):
+    from sklearn.datasets import make_moons  # imported on use: the CLI validates its input without it
     return make_moons(n, noise=0.1, random_state=seed)
 
 
 def make_circle(n, seed):
+    from sklearn.datasets import make_circles
     return make_circles(n, noise=0.1, factor=0.3, random_state=seed)
 
 

@@ -1,0 +1,399 @@
+"""Analysis of toy-experiment logs: accuracy plots, rank/set tables, decision-boundary figures.
+
+Everything here reads logs or draws; nothing prunes. Figures go next to the analysed log.
+"""
+import itertools
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+import toy_datasets
+import toy_log
+
+CRITERION_COLOURS = {"weight": "black", "taylor": "blue", "grad": "green", "lrp": "red"}
+SAMPLE_TICKS = (1, 2, 5, 10, 20, 50, 100, 200)
+SET_SIZES = (125, 250, 500, 1000)
+GRID_STEPS = 200
+GRID_MARGIN = 0.1
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt  # imported on use: slow, and only needed for figures
+    return plt
+
+
+# ---------------------------------------------------------------------------------------------
+# accuracy plots
+# ---------------------------------------------------------------------------------------------
+
+def accuracy_statistics(records):
+    """``{(dataset, scenario): {curve: {samples_per_class: (mean, std, count)}}}`` for the plots.
+
+    ``curve`` is a criterion (accuracy after pruning) or ``"unpruned"`` (all ``pre`` lines).
+    """
+    values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for record in records:
+        if record.scenario not in toy_log.SCENARIOS:
+            continue
+        curve = "unpruned" if record.stage == "pre" else record.criterion
+        values[(record.dataset, record.scenario)][curve][record.samples_per_class].append(record.value)
+    return {panel: {curve: {n: (float(np.mean(v)), float(np.std(v)), len(v)) for n, v in sorted(points.items())}
+                    for curve, points in curves.items()}
+            for panel, curves in values.items()}
+
+
+def _curve_order(curves):
+    return [c for c in ("unpruned",) + toy_log.CRITERIA if c in curves]
+
+
+def draw_accuracy_panel(axes, dataset, scenario, curves):
+    """One panel: a line with a +-1 std band per criterion, the unpruned model dashed, log x axis."""
+    for curve in _curve_order(curves):
+        points = curves[curve]
+        x = np.array(list(points))
+        mean = np.array([points[n][0] for n in x])
+        std = np.array([points[n][1] for n in x])
+        colour = "black" if curve == "unpruned" else CRITERION_COLOURS[curve]
+        axes.fill_between(x, mean - std, np.minimum(mean + std, 100.0), color=colour, alpha=0.2, linewidth=0)
+        axes.plot(x, mean, "--" if curve == "unpruned" else "-", color=colour, zorder=3 if curve == "unpruned" else 2,
+                  label="no pruning" if curve == "unpruned" else curve)  # the dashed reference stays visible
+    all_x = sorted({n for points in curves.values() for n in points})
+    axes.set_xscale("log")
+    axes.set_xticks([t for t in SAMPLE_TICKS if all_x[0] <= t <= all_x[-1]] or all_x)
+    axes.set_xticklabels([str(t) for t in axes.get_xticks().astype(int)])
+    axes.minorticks_off()
+    if all_x[0] < all_x[-1]:
+        axes.set_xlim(all_x[0], all_x[-1])
+    axes.xaxis.grid(True, which="major")
+    axes.set_title(f"{dataset}, on {scenario} data")
+    axes.set_xlabel("reference samples per class")
+    axes.set_ylabel("accuracy after pruning in %")
+    axes.legend(loc="lower right", fontsize="small")
+
+
+def _ordered_panels(statistics):
+    datasets = [d for d in toy_datasets.DATASETS if any(p[0] == d for p in statistics)]
+    return [(d, s) for d in datasets for s in toy_log.SCENARIOS if (d, s) in statistics]
+
+
+def means_table(dataset, scenario, curves):
+    """The plotted means as a plain-text table (rows: curves, columns: samples per class)."""
+    from prettytable import PrettyTable
+    columns = sorted({n for points in curves.values() for n in points})
+    table = PrettyTable()
+    table.field_names = [f"{dataset}/{scenario}"] + [str(n) for n in columns]
+    for curve in _curve_order(curves):
+        points = curves[curve]
+        table.add_row([curve] + [f"{points[n][0]:.2f}" if n in points else "" for n in columns])
+    return table.get_string()
+
+
+def write_accuracy_plots(records, out_dir, show=False):
+    """Write ``DATASET-SCENARIO.svg`` per panel and ``combined.svg``/``.png`` into ``out_dir``.
+
+    Returns ``(paths written, text of the means the plots show)``.
+    """
+    statistics = accuracy_statistics(records)
+    if not statistics:
+        raise ValueError("the log holds no accuracy lines (scenario train or test); "
+                         "rank logs are analysed with --ranklog")
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    panels = _ordered_panels(statistics)
+    written, summaries = [], []
+    for dataset, scenario in panels:
+        figure, axes = plt.subplots(figsize=(4, 4), constrained_layout=True)
+        draw_accuracy_panel(axes, dataset, scenario, statistics[(dataset, scenario)])
+        path = out_dir / f"{dataset}-{scenario}.svg"
+        figure.savefig(path)
+        written.append(path)
+        summaries.append(means_table(dataset, scenario, statistics[(dataset, scenario)]))
+        if not show:
+            plt.close(figure)
+    written += _write_combined_figure(plt, statistics, panels, out_dir)
+    if show:
+        plt.show()
+    plt.close("all")
+    return written, "\n\n".join(summaries)
+
+
+def _write_combined_figure(plt, statistics, panels, out_dir):
+    """The paper's performance figure: rows train/test, columns datasets."""
+    datasets = list(dict.fromkeys(d for d, _ in panels))
+    scenarios = [s for s in toy_log.SCENARIOS if any(p[1] == s for p in panels)]
+    figure, grid = plt.subplots(len(scenarios), len(datasets), squeeze=False,
+                                figsize=(3.5 * len(datasets), 3.5 * len(scenarios)), constrained_layout=True)
+    for row, scenario in enumerate(scenarios):
+        for column, dataset in enumerate(datasets):
+            if (dataset, scenario) in statistics:
+                draw_accuracy_panel(grid[row][column], dataset, scenario, statistics[(dataset, scenario)])
+            else:
+                grid[row][column].set_axis_off()
+    paths = [out_dir / "combined.svg", out_dir / "combined.png"]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# rank correlation and set overlap tables
+# ---------------------------------------------------------------------------------------------
+
+class RankComparison:
+    """Pairwise similarity of the neuron orders of many runs of one dataset.
+
+    Spearman and Kendall-tau are computed on the rank each run gives every neuron (the inverse
+    of the logged argsort); set overlap of the first (last) k is ``|A_k & B_k| / k``.
+    """
+
+    def __init__(self, orders):
+        from scipy import stats
+        self._stats = stats
+        self.orders = np.asarray(orders, dtype=np.int64)
+        runs, neurons = self.orders.shape
+        self.ranks = np.empty_like(self.orders)
+        self.ranks[np.arange(runs)[:, None], self.orders] = np.arange(neurons)[None, :]
+        self.set_sizes = [k for k in SET_SIZES if k <= neurons]
+        self.measures = ["spearman", "kendalltau"] + [f"{end}-{k}" for k in self.set_sizes
+                                                      for end in ("first", "last")]
+        self._matrices = {"spearman": self._spearman_matrix()}
+        for k in self.set_sizes:
+            self._matrices[f"first-{k}"] = self._overlap_matrix(self.orders[:, :k], neurons) / k
+            self._matrices[f"last-{k}"] = self._overlap_matrix(self.orders[:, -k:], neurons) / k
+        self._kendall = {}
+
+    def _spearman_matrix(self):
+        runs = len(self.ranks)
+        if runs == 1:
+            return np.ones((1, 1))
+        result = self._stats.spearmanr(self.ranks, axis=1).statistic
+        return np.array([[1.0, result], [result, 1.0]]) if runs == 2 else np.asarray(result)
+
+    @staticmethod
+    def _overlap_matrix(selected, neurons):
+        membership = np.zeros((len(selected), neurons), dtype=np.float32)
+        membership[np.arange(len(selected))[:, None], selected] = 1.0
+        return membership @ membership.T
+
+    def kendall(self, a, b):
+        if a == b:
+            return 1.0
+        pair = (min(a, b), max(a, b))
+        if pair not in self._kendall:
+            self._kendall[pair] = float(self._stats.kendalltau(self.ranks[pair[0]], self.ranks[pair[1]]).statistic)
+        return self._kendall[pair]
+
+    def precompute_kendall(self, pairs, progress=False):
+        """Compute the Kendall-tau of all ``pairs`` up front (a tqdm bar when ``progress``)."""
+        todo = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b} - set(self._kendall))
+        if progress:
+            from tqdm import tqdm
+            todo = tqdm(todo, desc="kendall-tau pairs", leave=False)
+        for a, b in todo:
+            self.kendall(a, b)
+
+    def values(self, measure, pairs):
+        if measure == "kendalltau":
+            return [self.kendall(a, b) for a, b in pairs]
+        matrix = self._matrices[measure]
+        return [float(matrix[a, b]) for a, b in pairs]
+
+
+def _cell(values):
+    return f"{np.mean(values):.3f}+-{np.std(values):.3f}" if values else "n/a"
+
+
+def _header(text):
+    text = f"# {text}".upper()
+    return "\n".join(["#" * len(text), text, "#" * len(text)]) + "\n\n\n"
+
+
+def _matrix_tables(comparison, row_labels, column_labels, pairs_for, name_for_measure, diagonal_only=False):
+    """One table per measure; cell (row, column) aggregates the run pairs ``pairs_for(row, column)``."""
+    from prettytable import PrettyTable
+    cells = {(i, j): pairs_for(row, column)
+             for i, row in enumerate(row_labels) for j, column in enumerate(column_labels)
+             if not diagonal_only or i == j}
+    tables = []
+    for measure in comparison.measures:
+        table = PrettyTable()
+        table.field_names = [name_for_measure(measure)] + [str(c) for c in column_labels]
+        for i, row in enumerate(row_labels):
+            table.add_row([str(row)] + [_cell(comparison.values(measure, cells[(i, j)])) if (i, j) in cells else ""
+                                        for j in range(len(column_labels))])
+        tables.append(table.get_string() + "\n\n")
+    return "".join(tables)
+
+
+def rank_tables(records, dataset, progress=False):
+    """The plain-text rank/set tables of cases 1-5 for ``dataset`` (``records``: rankselection records).
+
+    Case 1: each criterion against itself, different seeds. Case 2: every criterion pair over all
+    seed pairs (a criterion against itself only on the same seed). Case 3: every pair, same seed.
+    Case 4: each criterion against itself across sample sizes, all seed pairs. Case 5: the same,
+    same seed only. Each cell is mean+-std over the pairs.
+    """
+    runs = {}
+    for record in records:
+        if record.dataset == dataset and record.scenario == toy_log.RANK_SCENARIO:
+            runs.setdefault((record.criterion, record.samples_per_class, record.seed), record.value)
+    if not runs:
+        raise ValueError(f"the log holds no rankselection lines for dataset {dataset}")
+    lengths = {len(order) for order in runs.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"rankselection lines of {dataset} rank different numbers of neurons: {sorted(lengths)}")
+    keys = list(runs)
+    index = {key: i for i, key in enumerate(keys)}
+    comparison = RankComparison([runs[key] for key in keys])
+    criteria = [c for c in toy_log.CRITERIA if any(k[0] == c for k in keys)]
+    sizes = sorted({k[1] for k in keys})
+    seeds = sorted({k[2] for k in keys})
+
+    def pairs(criterion_a, size_a, criterion_b, size_b, seed_rule):
+        found = []
+        for seed_a, seed_b in itertools.product(seeds, seeds):
+            a, b = index.get((criterion_a, size_a, seed_a)), index.get((criterion_b, size_b, seed_b))
+            if a is not None and b is not None and seed_rule(seed_a, seed_b):
+                found.append((a, b))
+        return found
+
+    different_seed = lambda s, t: s != t  # noqa: E731
+    same_seed = lambda s, t: s == t  # noqa: E731
+    any_seed = lambda s, t: True  # noqa: E731
+
+    all_pairs = []
+    for size in sizes:
+        for a, b in itertools.product(criteria, criteria):
+            all_pairs += pairs(a, size, b, size, any_seed)
+    for criterion in criteria:
+        for size_a, size_b in itertools.product(sizes, sizes):
+            all_pairs += pairs(criterion, size_a, criterion, size_b, any_seed)
+    comparison.precompute_kendall(all_pairs, progress)
+
+    text = []
+    for size in sizes:
+        label = f"{dataset} n={size}"
+        text.append(_header(f"{label} case 1: self-compare criteria across random seeds "
+                            "-> check pruning consistency"))
+        text.append(_matrix_tables(comparison, criteria, criteria,
+                                   lambda a, b: pairs(a, size, b, size, different_seed), str, diagonal_only=True))
+        text.append(_header(f"{label} case 2: cross-compare criteria across all random seeds "
+                            "-> check relationship between criteria"))
+        text.append(_matrix_tables(comparison, criteria, criteria,
+                                   lambda a, b: pairs(a, size, b, size, same_seed if a == b else any_seed), str))
+        text.append(_header(f"{label} case 3: cross-compare criteria, same random seeds only "
+                            "-> check relationship between criteria wrt same data source"))
+        text.append(_matrix_tables(comparison, criteria, criteria,
+                                   lambda a, b: pairs(a, size, b, size, same_seed), str))
+    for criterion in criteria:
+        label = f"{dataset} and {criterion}"
+        text.append(_header(f"{label} case 4: self-compare criteria across sample sizes (and random seeds) "
+                            "-> check pruning consistency"))
+        text.append(_matrix_tables(comparison, sizes, sizes,
+                                   lambda m, n: pairs(criterion, m, criterion, n, any_seed),
+                                   lambda measure: f"{criterion}:{measure}"))
+        text.append(_header(f"{label} case 5: self-compare criteria across sample sizes (same seed only) "
+                            "-> check pruning consistency"))
+        text.append(_matrix_tables(comparison, sizes, sizes,
+                                   lambda m, n: pairs(criterion, m, criterion, n, same_seed),
+                                   lambda measure: f"{criterion}:{measure}"))
+    return "".join(text)
+
+
+def write_rank_tables(records, out_dir, progress=False):
+    """Write ``rank_and_set-DATASET.txt`` for every dataset with rankselection lines; return the paths."""
+    datasets = [d for d in toy_datasets.DATASETS
+                if any(r.dataset == d and r.scenario == toy_log.RANK_SCENARIO for r in records)]
+    if not datasets:
+        raise ValueError("the log holds no rankselection lines; accuracy logs are analysed without --ranklog")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dataset in datasets:
+        path = out_dir / f"rank_and_set-{dataset}.txt"
+        path.write_text(rank_tables(records, dataset, progress), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# decision regions
+# ---------------------------------------------------------------------------------------------
+
+def decision_grid(train_X, steps=GRID_STEPS, margin=GRID_MARGIN):
+    """Grid axes spanning the training data plus ``margin``, ``steps`` points on the shorter side."""
+    train_X = np.asarray(train_X)
+    low, high = train_X.min(axis=0) - margin, train_X.max(axis=0) + margin
+    spacing = (high - low).min() / (steps - 1)
+    counts = np.round((high - low) / spacing).astype(int) + 1
+    return np.linspace(low[0], high[0], counts[0]), np.linspace(low[1], high[1], counts[1])
+
+
+def predict_grid(model, xs, ys, chunk=16384):
+    """The class ``model`` predicts at every grid point, shape ``(len(ys), len(xs))``."""
+    import torch
+    parameter = next(model.parameters())
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    points = torch.as_tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1),
+                             dtype=parameter.dtype, device=parameter.device)
+    with torch.no_grad():
+        predictions = torch.cat([model(points[i:i + chunk]).argmax(dim=1) for i in range(0, len(points), chunk)])
+    return predictions.cpu().numpy().reshape(grid_x.shape)
+
+
+def class_colours(colormap, num_classes):
+    """``num_classes`` distinct colours from the matplotlib colormap named ``colormap``."""
+    import matplotlib
+    cmap = matplotlib.colormaps[colormap]
+    if isinstance(cmap, matplotlib.colors.ListedColormap) and cmap.N >= num_classes:
+        colours = list(cmap.colors)[:num_classes]
+    else:
+        colours = [cmap(v) for v in np.linspace(0.0, 1.0, num_classes)]
+    return matplotlib.colors.ListedColormap(colours)
+
+
+def draw_decision_regions(axes, xs, ys, predictions, X, y, cmap, num_classes, point_size=None):
+    """Filled decision regions plus the points ``X`` coloured by their label ``y``."""
+    X, y = np.asarray(X), np.asarray(y)
+    levels = np.arange(num_classes + 1) - 0.5
+    axes.contourf(xs, ys, predictions, levels=levels, cmap=cmap, alpha=0.35)
+    size = point_size or (6 if len(X) > 200 else 30)
+    axes.scatter(X[:, 0], X[:, 1], c=y, cmap=cmap, vmin=-0.5, vmax=num_classes - 0.5, s=size,
+                 edgecolors="black", linewidths=0.3)
+    axes.set_xlim(xs[0], xs[-1])
+    axes.set_ylim(ys[0], ys[-1])
+    axes.set_aspect("equal")
+
+
+def render_evaluations(evaluations, train_X, criterion, colormap, out_dir=None, show=False):
+    """One figure per evaluation: decision regions and evaluated points, titled with stage, scenario,
+    criterion and accuracy. Saved as ``<key>.svg`` in ``out_dir`` when given; shown when ``show``.
+    """
+    plt = _pyplot()
+    xs, ys = decision_grid(train_X.cpu().numpy())
+    predictions_of = {}
+    written = []
+    for evaluation in evaluations:
+        model_id = id(evaluation.model)
+        if model_id not in predictions_of:
+            predictions_of[model_id] = predict_grid(evaluation.model, xs, ys)
+        num_classes = int(evaluation.model[-1].out_features)
+        cmap = class_colours(colormap, num_classes)
+        figure, axes = plt.subplots(figsize=(5, 4), constrained_layout=True)
+        draw_decision_regions(axes, xs, ys, predictions_of[model_id], evaluation.X.cpu().numpy(),
+                              evaluation.y.cpu().numpy(), cmap, num_classes)
+        axes.set_title(f"{evaluation.stage}-pruning, {evaluation.scenario} data, {criterion}: "
+                       f"accuracy {evaluation.accuracy:.2f} %")
+        if out_dir is not None:
+            path = Path(out_dir) / f"{evaluation.key}.svg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path)
+            written.append(path)
+        if not show:
+            plt.close(figure)
+    if show:
+        plt.show()
+        plt.close("all")
+    return written

@@ -1,0 +1,44 @@
+"""The paper's experiment grid (datasets x criteria x samples per class x seeds) and its shell scripts.
+
+``python main.py -g [-rl | -nt SIGMA]`` writes one script per (dataset, criterion) with one
+``python main.py`` line per run of the grid. Kept free of torch: generating text needs no model.
+"""
+from pathlib import Path
+
+import toy_datasets
+import toy_log
+
+SAMPLES_PER_CLASS = (1, 2, 5, 10, 20, 50, 100, 200)
+SEEDS = tuple(range(50))
+
+
+def folder_and_log(ranklog=False, noisy_sigma=0.0):
+    """Script folder and log file of a generated sweep: plain, rank analysis or noisy test."""
+    if ranklog:
+        return Path("scripts-rankanalysis"), "./output-rankanalysis/log.txt"
+    if noisy_sigma > 0:
+        return Path(f"scripts-noisytest-{noisy_sigma:g}"), f"./output-noisytest-{noisy_sigma:g}/log.txt"
+    return Path("scripts"), "./output/log.txt"
+
+
+def write_scripts(root=".", ranklog=False, noisy_sigma=0.0):
+    """Write one shell script per (dataset, criterion) with one ``python main.py`` line per run.
+
+    Each script holds a line per samples-per-class value and seed of the paper's grid and
+    creates its output folder. Returns the paths written.
+    """
+    folder, log = folder_and_log(ranklog, noisy_sigma)
+    folder = Path(root) / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = " -rl" if ranklog else (f" -nt {noisy_sigma:g}" if noisy_sigma > 0 else "")
+    written = []
+    for dataset in toy_datasets.DATASETS:
+        for criterion in toy_log.CRITERIA:
+            lines = ["#!/bin/bash", f"mkdir -p {Path(log).parent.as_posix()}"]
+            lines += [f"python main.py -d {dataset} -c {criterion} -n {n} -s {seed} -l {log}{extra}"
+                      for n in SAMPLES_PER_CLASS for seed in SEEDS]
+            path = folder / f"{dataset}-{criterion}.sh"
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            path.chmod(0o755)
+            written.append(path)
+    return written
