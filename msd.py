@@ -120,9 +120,13 @@ class _MSDBlockFunction(torch.autograd.Function):
             responses = torch.mm(taps, buffer[:c].reshape(c, -1))
             responses = responses.view(3, 3, layer_width, *buffer.shape[1:])
             layer_out = interior[c:c + layer_width]
-            layer_out.copy_(bias[k * layer_width:(k + 1) * layer_width].view(-1, 1, 1, 1))
-            for a, b, top, left in _tap_offsets(pad, dilation):
-                layer_out += responses[a, b, :, :, top:top + height, left:left + width_px]
+            layer_bias = bias[k * layer_width:(k + 1) * layer_width].view(-1, 1, 1, 1)
+            for tap, (a, b, top, left) in enumerate(_tap_offsets(pad, dilation)):
+                window = responses[a, b, :, :, top:top + height, left:left + width_px]
+                if tap == 0:
+                    torch.add(window, layer_bias, out=layer_out)
+                else:
+                    layer_out += window
             layer_out.relu_()
             _fill_border(buffer[c:c + layer_width], pad, rows, cols)
 
@@ -213,23 +217,27 @@ class MSDBlock2d(nn.Module):
         return _MSDBlockFunction.apply(input, tuple(self.dilations), self.bias, *weights)
 
 
+def _pointwise(weight, bias, input):
+    """1x1 convolution of ``input`` (B, C, N) as one batched matrix product (no copies)."""
+    output = torch.bmm(weight.expand(input.shape[0], -1, -1), input)
+    return output if bias is None else output.add_(bias[:, None])
+
+
 class _PointwiseConv1d(nn.Conv1d):
     """A kernel-size-1 Conv1d computed as a batched matrix product (torch's CPU path for
     this shape is several times slower); same parameters, hooks and state_dict."""
 
     def forward(self, input):
-        output = torch.matmul(self.weight[:, :, 0], input)
-        return output.add_(self.bias[:, None]) if self.bias is not None else output
+        return _pointwise(self.weight[:, :, 0], self.bias, input)
 
 
 class _PointwiseConv2d(nn.Conv2d):
-    """A 1x1 Conv2d computed as a matrix product over the flattened pixels."""
+    """A 1x1 Conv2d computed as a batched matrix product over the flattened pixels."""
 
     def forward(self, input):
         batch, channels, *size = input.shape
-        output = torch.matmul(self.weight[:, :, 0, 0], input.reshape(batch, channels, -1))
-        if self.bias is not None:
-            output = output.add_(self.bias[:, None])
+        output = _pointwise(self.weight[:, :, 0, 0], self.bias,
+                            input.reshape(batch, channels, -1))
         return output.view(batch, self.out_channels, *size)
 
 
