@@ -38,6 +38,7 @@ __all__ = [
     "MSDSegmentationModel",
     "ImageDataset",
     "ImageStack",
+    "find_images",
     "get_global_accuracy",
     "symmetric_index",
     "resolve_device",
@@ -224,8 +225,8 @@ def _pointwise(weight, bias, input):
 
 
 class _PointwiseConv1d(nn.Conv1d):
-    """A kernel-size-1 Conv1d computed as a batched matrix product (torch's CPU path for
-    this shape is several times slower); same parameters, hooks and state_dict."""
+    """A kernel-size-1 Conv1d computed as a batched matrix product (avoids torch's
+    unfold-and-copy CPU path); same parameters, pruning hooks and state_dict."""
 
     def forward(self, input):
         return _pointwise(self.weight[:, :, 0], self.bias, input)
@@ -361,7 +362,7 @@ class MSDSegmentationModel:
     def set_input(self, data):
         if data.dim() != 4 or data.shape[1] != self.c_in:
             raise ValueError(f"input must be (batch, {self.c_in}, H, W), got {tuple(data.shape)}")
-        self.input = data.to(self.device, torch.float32)
+        self.input = data.to(self.device, self.scale_in.weight.dtype)
 
     def set_target(self, data):
         target = data.to(self.device).long()
@@ -660,17 +661,17 @@ def get_global_accuracy(model, dataloader):
     ``model`` is an MSDSegmentationModel (its ``net`` is used) or any module mapping
     (B, C, H, W) to class scores (B, K, H, W) (a dict's "out" entry is used)."""
     net = getattr(model, "net", model)
-    device = next(net.parameters()).device
+    parameter = next(net.parameters())
     was_training = net.training
     net.eval()
     correct = total = 0
     try:
         with torch.inference_mode():
             for input, target in dataloader:
-                scores = net(input.to(device, torch.float32))
+                scores = net(input.to(parameter.device, parameter.dtype))
                 if isinstance(scores, dict):
                     scores = scores["out"]
-                target = target.to(device)
+                target = target.to(parameter.device)
                 if target.dim() == scores.dim():
                     target = target.squeeze(1)
                 correct += (scores.argmax(1) == target).sum().item()
