@@ -517,11 +517,18 @@ def _architecture_of(path, state_dict):
 
 
 def _match_pruning(net, state_dict):
-    """Make ``net``'s pruning reparametrisation match ``state_dict``: add a
-    torch.nn.utils.prune mask where the checkpoint has ``name_orig``/``name_mask``, and
-    make pruning permanent where it has the plain ``name``."""
+    """Make ``net``'s pruning reparametrisation match ``state_dict``: make pruning permanent
+    where the checkpoint has the plain ``name``, and add a torch.nn.utils.prune mask where
+    it has ``name_orig``/``name_mask``."""
     modules = dict(net.named_modules())
-    for key in list(state_dict):
+    for module_name, module in modules.items():
+        prefix = f"{module_name}." if module_name else ""
+        pruned = [name[:-len("_orig")] for name, _ in module.named_parameters(recurse=False)
+                  if name.endswith("_orig")]
+        for name in pruned:
+            if prefix + name in state_dict:
+                prune.remove(module, name)
+    for key in state_dict:
         if not key.endswith("_orig"):
             continue
         module_name, _, name = key[:-len("_orig")].rpartition(".")
@@ -531,12 +538,6 @@ def _match_pruning(net, state_dict):
             raise ValueError(f"checkpoint has '{key}' but no '{module_name}.{name}_mask'")
         if not hasattr(module, name + "_orig"):
             prune.custom_from_mask(module, name, mask)
-    for module_name, module in modules.items():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prefix = f"{module_name}." if module_name else ""
-                if f"{prefix}{hook._tensor_name}" in state_dict:
-                    prune.remove(module, hook._tensor_name)
 
 
 # --------------------------------------------------------------------------- data
