@@ -433,7 +433,7 @@ def test_real_checkpoint_pixel_accuracy_on_cs_test_set():
 def write_tiffs(folder, images, names):
     folder.mkdir(parents=True, exist_ok=True)
     for image, name in zip(images, names):
-        tifffile.imwrite(folder / name, image)
+        tifffile.imwrite(folder / name, image, photometric="minisblack")
 
 
 def test_image_dataset_reads_sorts_and_relabels(tmp_path):
