@@ -1,0 +1,684 @@
+"""Mixed-scale dense (MS-D) networks in plain PyTorch, with msd_pytorch's public surface.
+
+msd_pytorch (Hendriksen & Pelt) needs CUDA and is not on PyPI; this module rebuilds its
+segmentation model so that the LEAN examples port line by line and checkpoints written by
+msd_pytorch 0.9/0.10 load and predict the same:
+
+* ``MSDSegmentationModel(c_in, num_labels, depth, width, dilations=...)`` with
+  ``set_normalization``, ``forward``/``learn``, ``train``, ``validate``, ``save``, ``load``;
+* ``ImageDataset(input_glob, target_glob, labels=[...])`` reading TIFF stacks;
+* ``get_global_accuracy(model, dataloader)``: pixel accuracy of a segmentation.
+
+The hidden layers run as one autograd function over a preallocated, pre-padded channel
+buffer (each channel is padded once, when it is written), so a layer is one matrix product
+plus nine shifted additions on CPU and GPU alike. Padding is numpy's 'symmetric' mode (the
+edge pixel repeats: index -1 reads 0), as msd_pytorch's kernels do; for a dilation larger
+than the image, where msd_pytorch reads out of bounds, the mirroring simply continues
+(numpy's periodic even extension).
+"""
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.utils import prune
+from torch.utils.data import Dataset
+
+DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+__all__ = [
+    "MSDBlock2d",
+    "MSDFinalLayer",
+    "MSDModule2d",
+    "MSDSegmentationModel",
+    "ImageDataset",
+    "ImageStack",
+    "find_images",
+    "get_global_accuracy",
+    "symmetric_index",
+    "resolve_device",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def resolve_device(device=None):
+    """The torch device to use: ``device`` if given ("cpu", "cuda", "auto", a torch.device),
+    else CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+def symmetric_index(n, pad, device=None):
+    """Source index of every position of a length-``n`` axis padded by ``pad`` on each side
+    in numpy's 'symmetric' mode (-1 -> 0, -2 -> 1, n -> n-1; continues for pad > n)."""
+    positions = torch.arange(-pad, n + pad, device=device)
+    folded = torch.remainder(positions, 2 * n)
+    return torch.where(folded >= n, 2 * n - 1 - folded, folded)
+
+
+def _fill_border(padded, pad, rows, cols):
+    """Fill the border of ``padded`` (..., H + 2p, W + 2p), whose interior is written,
+    by symmetric padding (``rows``/``cols``: source index of each padded position)."""
+    height, width = padded.shape[-2] - 2 * pad, padded.shape[-1] - 2 * pad
+    inner = padded[..., pad:pad + height, pad:pad + width]
+    padded[..., :pad, pad:pad + width] = inner.index_select(-2, rows[:pad])
+    padded[..., pad + height:, pad:pad + width] = inner.index_select(-2, rows[pad + height:])
+    columns = padded[..., pad:pad + width]
+    padded[..., :pad] = columns.index_select(-1, cols[:pad])
+    padded[..., pad + width:] = columns.index_select(-1, cols[pad + width:])
+
+
+def _fold_border(grad_padded, pad, rows, cols):
+    """Adjoint of padding followed by ``_fill_border``: the gradient of the interior, each
+    border position's gradient added to its source pixel."""
+    height, width = grad_padded.shape[-2] - 2 * pad, grad_padded.shape[-1] - 2 * pad
+    by_columns = grad_padded[..., pad:pad + width].clone()
+    by_columns.index_add_(-1, cols[:pad], grad_padded[..., :pad])
+    by_columns.index_add_(-1, cols[pad + width:], grad_padded[..., pad + width:])
+    folded = by_columns[..., pad:pad + height, :].clone()
+    folded.index_add_(-2, rows[:pad], by_columns[..., :pad, :])
+    folded.index_add_(-2, rows[pad + height:], by_columns[..., pad + height:, :])
+    return folded
+
+
+def _tap_offsets(pad, dilation):
+    """Top-left corners, in padded coordinates, of the nine taps of a dilated 3x3 kernel."""
+    return [(a, b, pad + (a - 1) * dilation, pad + (b - 1) * dilation)
+            for a in range(3) for b in range(3)]
+
+
+class _MSDBlockFunction(torch.autograd.Function):
+    """All hidden layers of an MS-D network: x_k = relu(conv_{d_k}(x_0..x_{k-1}) + b_k).
+
+    The buffer is channel-major (C, B, H + 2p, W + 2p), p = max dilation, so the channels
+    seen by layer k form one contiguous matrix (c, B * padded pixels)."""
+
+    @staticmethod
+    def forward(ctx, input, dilations, bias, *weights):
+        batch, c_in, height, width_px = input.shape
+        layer_width = weights[0].shape[0]
+        pad = max(dilations)
+        rows = symmetric_index(height, pad, input.device)
+        cols = symmetric_index(width_px, pad, input.device)
+        c_total = c_in + layer_width * len(weights)
+        buffer = input.new_empty(c_total, batch, height + 2 * pad, width_px + 2 * pad)
+        interior = buffer[:, :, pad:pad + height, pad:pad + width_px]
+        interior[:c_in] = input.transpose(0, 1)
+        _fill_border(buffer[:c_in], pad, rows, cols)
+
+        for k, (weight, dilation) in enumerate(zip(weights, dilations)):
+            c = c_in + k * layer_width
+            taps = weight.permute(2, 3, 0, 1).reshape(9 * layer_width, c)
+            responses = torch.mm(taps, buffer[:c].reshape(c, -1))
+            responses = responses.view(3, 3, layer_width, *buffer.shape[1:])
+            layer_out = interior[c:c + layer_width]
+            layer_bias = bias[k * layer_width:(k + 1) * layer_width].view(-1, 1, 1, 1)
+            for tap, (a, b, top, left) in enumerate(_tap_offsets(pad, dilation)):
+                window = responses[a, b, :, :, top:top + height, left:left + width_px]
+                if tap == 0:
+                    torch.add(window, layer_bias, out=layer_out)
+                else:
+                    layer_out += window
+            layer_out.relu_()
+            _fill_border(buffer[c:c + layer_width], pad, rows, cols)
+
+        ctx.save_for_backward(buffer, *weights)
+        ctx.geometry = (c_in, layer_width, pad, height, width_px, tuple(dilations))
+        return interior.transpose(0, 1).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        buffer, *weights = ctx.saved_tensors
+        c_in, layer_width, pad, height, width_px, dilations = ctx.geometry
+        need_input_grad = ctx.needs_input_grad[0]
+        rows = symmetric_index(height, pad, buffer.device)
+        cols = symmetric_index(width_px, pad, buffer.device)
+        grad_channels = grad_output.transpose(0, 1)
+        grad_padded = torch.zeros_like(buffer)
+        grad_bias = buffer.new_zeros(layer_width * len(weights))
+        grad_weights = [None] * len(weights)
+        first_channel = 0 if need_input_grad else c_in
+
+        for k in reversed(range(len(weights))):
+            c = c_in + k * layer_width
+            grad_out_k = _fold_border(grad_padded[c:c + layer_width], pad, rows, cols)
+            grad_out_k += grad_channels[c:c + layer_width]
+            activation = buffer[c:c + layer_width, :, pad:pad + height, pad:pad + width_px]
+            grad_out_k.mul_(activation > 0)
+            grad_bias[k * layer_width:(k + 1) * layer_width] = grad_out_k.sum((1, 2, 3))
+            if k == 0 and not need_input_grad and not ctx.needs_input_grad[3]:
+                continue
+            spread = buffer.new_zeros(3, 3, layer_width, *buffer.shape[1:])
+            for a, b, top, left in _tap_offsets(pad, dilations[k]):
+                spread[a, b, :, :, top:top + height, left:left + width_px] = grad_out_k
+            spread = spread.view(9 * layer_width, -1)
+            if ctx.needs_input_grad[3 + k]:
+                grad_taps = torch.mm(spread, buffer[:c].reshape(c, -1).t())
+                grad_weights[k] = grad_taps.view(3, 3, layer_width, c).permute(2, 3, 0, 1)
+            if c > first_channel:
+                taps = weights[k].permute(2, 3, 0, 1).reshape(9 * layer_width, c)
+                grad_padded[first_channel:c].view(c - first_channel, -1).addmm_(
+                    taps[:, first_channel:].t(), spread)
+
+        grad_input = None
+        if need_input_grad:
+            grad_input = _fold_border(grad_padded[:c_in], pad, rows, cols)
+            grad_input = (grad_input + grad_channels[:c_in]).transpose(0, 1)
+        if not ctx.needs_input_grad[2]:
+            grad_bias = None
+        return (grad_input, None, grad_bias, *grad_weights)
+
+
+# --------------------------------------------------------------------------- modules
+class MSDBlock2d(nn.Module):
+    """The hidden layers of an MS-D network; output: the input and all layer outputs,
+    ``in_channels + width * len(dilations)`` channels.
+
+    Parameters ``bias`` (depth * width,) and ``weight{k}`` (width, in_channels + width*k, 3, 3)
+    are read with getattr at forward time, so torch.nn.utils.prune masks take effect."""
+
+    def __init__(self, in_channels, dilations, width=1):
+        super().__init__()
+        self.in_channels = in_channels
+        self.dilations = list(dilations)
+        self.width = width
+        self.depth = len(self.dilations)
+        self.bias = nn.Parameter(torch.empty(self.depth * width))
+        for k in range(self.depth):
+            shape = (width, in_channels + width * k, 3, 3)
+            self.register_parameter(f"weight{k}", nn.Parameter(torch.empty(shape)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for k in range(self.depth):
+            nn.init.kaiming_uniform_(self._parameter_or_original(f"weight{k}"), a=np.sqrt(5))
+        bound = 1 / np.sqrt(9 * self.in_channels)
+        nn.init.uniform_(self._parameter_or_original("bias"), -bound, bound)
+
+    def _parameter_or_original(self, name):
+        """The trainable tensor behind ``name`` (``name_orig`` once pruned)."""
+        original = getattr(self, name + "_orig", None)
+        return getattr(self, name) if original is None else original
+
+    def forward(self, input):
+        if input.dim() != 4 or input.shape[1] != self.in_channels:
+            raise ValueError(f"MS-D block expects input (batch, {self.in_channels}, H, W), "
+                             f"got {tuple(input.shape)}")
+        weights = [getattr(self, f"weight{k}") for k in range(self.depth)]
+        return _MSDBlockFunction.apply(input, tuple(self.dilations), self.bias, *weights)
+
+
+def _pointwise(weight, bias, input):
+    """1x1 convolution of ``input`` (B, C, N) as one batched matrix product (no copies)."""
+    output = torch.bmm(weight.expand(input.shape[0], -1, -1), input)
+    return output if bias is None else output.add_(bias[:, None])
+
+
+class _PointwiseConv1d(nn.Conv1d):
+    """A kernel-size-1 Conv1d computed as a batched matrix product (avoids torch's
+    unfold-and-copy CPU path); same parameters, pruning hooks and state_dict."""
+
+    def forward(self, input):
+        return _pointwise(self.weight[:, :, 0], self.bias, input)
+
+
+class _PointwiseConv2d(nn.Conv2d):
+    """A 1x1 Conv2d computed as a batched matrix product over the flattened pixels."""
+
+    def forward(self, input):
+        batch, channels, *size = input.shape
+        output = _pointwise(self.weight[:, :, 0, 0], self.bias,
+                            input.reshape(batch, channels, -1))
+        return output.view(batch, self.out_channels, *size)
+
+
+class MSDFinalLayer(nn.Module):
+    """The final 1x1 layer over all channels, stored as msd_pytorch does: a Conv1d
+    (``linear``, weight (c_out, c_in, 1)) over the flattened pixels; zero-initialised."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.c_in, self.c_out = c_in, c_out
+        self.linear = _PointwiseConv1d(c_in, c_out, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, input):
+        batch, channels, *size = input.shape
+        output = self.linear(input.reshape(batch, channels, -1))
+        return output.view(batch, self.c_out, *size)
+
+
+class MSDModule2d(nn.Module):
+    """An MS-D network: ``msd_block`` (hidden layers) followed by ``final_layer``.
+
+    Dilations repeat when ``depth`` exceeds their number; hidden weights are drawn from
+    N(0, 2 / (9 * (c_in + width * (depth - 1)) + c_out)) (Pelt & Sethian), biases and the
+    final layer start at zero, as in msd_pytorch."""
+
+    def __init__(self, c_in, c_out, depth, width, dilations=DEFAULT_DILATIONS):
+        super().__init__()
+        _check_architecture(c_in, c_out, depth, width, dilations)
+        self.c_in, self.c_out = c_in, c_out
+        self.depth, self.width = depth, width
+        self.dilations = [dilations[k % len(dilations)] for k in range(depth)]
+        self.msd_block = MSDBlock2d(c_in, self.dilations, width)
+        self.final_layer = MSDFinalLayer(c_in + width * depth, c_out)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        fan_in = 9 * (self.c_in + self.width * (self.depth - 1)) + self.c_out
+        with torch.no_grad():
+            for k in range(self.depth):
+                self.msd_block._parameter_or_original(f"weight{k}").normal_(0, np.sqrt(2 / fan_in))
+            self.msd_block._parameter_or_original("bias").zero_()
+        self.final_layer.reset_parameters()
+
+    def forward(self, input):
+        return self.final_layer(self.msd_block(input))
+
+
+def _check_architecture(c_in, c_out, depth, width, dilations):
+    for name, value in (("c_in", c_in), ("num_labels/c_out", c_out), ("depth", depth),
+                        ("width", width)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"MS-D {name} must be a positive integer, got {value!r}")
+    if len(dilations) == 0 or any(int(d) != d or d < 1 for d in dilations):
+        raise ValueError(f"MS-D dilations must be positive integers, got {list(dilations)}")
+
+
+def _scaling_module(c_in):
+    """Fixed 1x1 input scaling (not trained, saved with the network); starts as identity.
+
+    msd_pytorch fills the whole (c_in, c_in) matrix, which mixes channels when c_in > 1;
+    we keep it diagonal. For c_in = 1 the two agree, and loaded weights are used as stored."""
+    scale = _PointwiseConv2d(c_in, c_in, 1)
+    with torch.no_grad():
+        scale.weight.copy_(torch.eye(c_in).view(c_in, c_in, 1, 1))
+        scale.bias.zero_()
+    scale.weight.requires_grad_(False)
+    scale.bias.requires_grad_(False)
+    return scale
+
+
+# --------------------------------------------------------------------------- model
+class MSDSegmentationModel:
+    """An MS-D network for segmentation with msd_pytorch's interface.
+
+    ``net`` = Sequential(scale_in, Sequential(msd, LogSoftmax)); loss NLLLoss; Adam on
+    everything but scale_in. ``device``: None/"auto" (CUDA when available), "cpu", "cuda"."""
+
+    def __init__(self, c_in, num_labels, depth, width, *, dilations=DEFAULT_DILATIONS,
+                 parallel=False, device=None):
+        self.device = resolve_device(device)
+        self.c_in, self.c_out = c_in, num_labels
+        self.num_labels = num_labels
+        self.depth, self.width = depth, width
+        self.dilations = list(dilations)
+        self.scale_in = _scaling_module(c_in)
+        self.msd = MSDModule2d(c_in, num_labels, depth, width, self.dilations)
+        self.criterion = nn.NLLLoss()
+        net_trained = nn.Sequential(self.msd, nn.LogSoftmax(dim=1))
+        self.net = nn.Sequential(self.scale_in, net_trained).to(self.device)
+        self._plain_net = self.net
+        if parallel and self.device.type == "cuda" and torch.cuda.device_count() > 1:
+            self.net = nn.DataParallel(self.net)
+        self.optimizer = torch.optim.Adam(net_trained.parameters())
+        self.input = self.target = self.output = self.loss = None
+
+    # ---- data
+    def set_normalization(self, dataloader):
+        """Make scale_in map the training inputs to mean 0, std 1 (mean over batches of each
+        batch's mean and mean square, as msd_pytorch)."""
+        batch_means, batch_squares = [], []
+        for data_in, _ in dataloader:
+            data_in = data_in.double()
+            batch_means.append(data_in.mean().item())
+            batch_squares.append(data_in.pow(2).mean().item())
+        if not batch_means:
+            raise ValueError("set_normalization: the dataloader yielded no data")
+        mean = float(np.mean(batch_means))
+        std = float(np.sqrt(max(np.mean(batch_squares) - mean ** 2, 0.0)))
+        if not std > 0:
+            raise ValueError("set_normalization: the training inputs are constant (std 0)")
+        with torch.no_grad():
+            self.scale_in.weight.copy_(torch.eye(self.c_in).view(self.c_in, self.c_in, 1, 1)
+                                       / std)
+            self.scale_in.bias.fill_(-mean / std)
+
+    def set_input(self, data):
+        if data.dim() != 4 or data.shape[1] != self.c_in:
+            raise ValueError(f"input must be (batch, {self.c_in}, H, W), got {tuple(data.shape)}")
+        self.input = data.to(self.device, self.scale_in.weight.dtype)
+
+    def set_target(self, data):
+        target = data.to(self.device).long()
+        if target.dim() == 4:
+            if target.shape[1] != 1:
+                raise ValueError(f"segmentation target must have one channel, got "
+                                 f"{tuple(data.shape)}")
+            target = target.squeeze(1)
+        low, high = int(target.min()), int(target.max())
+        if low < 0 or high >= self.num_labels:
+            raise ValueError(f"target labels must lie in [0, {self.num_labels - 1}], got "
+                             f"[{low}, {high}]")
+        self.target = target
+
+    # ---- training
+    def forward(self, input=None, target=None):
+        """Compute output and loss for one batch (earlier input/target reused when None);
+        returns the loss as a float."""
+        if input is not None:
+            self.set_input(input)
+        if target is not None:
+            self.set_target(target)
+        self.output = self.net(self.input)
+        self.loss = self.criterion(self.output, self.target)
+        return self.loss.item()
+
+    def learn(self, input=None, target=None):
+        """One Adam step on one batch; returns the loss before the step."""
+        loss = self.forward(input, target)
+        self.optimizer.zero_grad()
+        self.loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def train(self, dataloader, num_epochs):
+        """Train for ``num_epochs`` passes over ``dataloader``."""
+        for _ in range(num_epochs):
+            for input, target in dataloader:
+                self.learn(input, target)
+
+    def validate(self, dataloader):
+        """Mean loss per batch over ``dataloader``."""
+        if len(dataloader) == 0:
+            raise ValueError("validate: the dataloader is empty")
+        total = 0.0
+        with torch.no_grad():
+            for input, target in dataloader:
+                total += self.forward(input, target)
+        return total / len(dataloader)
+
+    def get_loss(self):
+        return None if self.loss is None else self.loss.mean().item()
+
+    def get_output(self):
+        return self.output
+
+    def print(self):
+        print(self.net)
+
+    # ---- checkpoints
+    def save(self, path, epoch):
+        """Write ``{"epoch", "state_dict", "optimizer"}`` (msd_pytorch's layout) atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "epoch": int(epoch),
+            "state_dict": self._plain_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(state, temporary)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def load(self, path):
+        """Load a checkpoint saved by msd_pytorch 0.9/0.10 or by ``save`` (pruned ones
+        re-create their torch.nn.utils.prune masks); returns the stored epoch."""
+        state = _read_checkpoint(path, self.device)
+        state_dict = _strip_prefix(state["state_dict"], "module.")
+        self._check_compatible(path, state_dict)
+        _match_pruning(self._plain_net, state_dict)
+        try:
+            self._plain_net.load_state_dict(state_dict)
+        except RuntimeError as error:
+            raise ValueError(f"{path}: state_dict does not fit this model: {error}")
+        if state.get("optimizer") is not None:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError) as error:
+                raise ValueError(f"{path}: optimizer state does not fit this model: {error}")
+        return int(state["epoch"])
+
+    def _check_compatible(self, path, state_dict):
+        found = _architecture_of(path, state_dict)
+        expected = {"c_in": self.c_in, "num_labels": self.c_out, "depth": self.depth,
+                    "width": self.width}
+        if found != expected:
+            describe = lambda arch: ", ".join(f"{k}={v}" for k, v in arch.items())
+            raise ValueError(f"{path}: checkpoint holds an MS-D network with {describe(found)}; "
+                             f"this model expects {describe(expected)}")
+        expected_keys = set(self._plain_net.state_dict())
+        unpruned_keys = {_unpruned_name(k) for k in state_dict if not k.endswith("_mask")}
+        expected_unpruned = {_unpruned_name(k) for k in expected_keys if not k.endswith("_mask")}
+        if unpruned_keys != expected_unpruned:
+            missing = sorted(expected_unpruned - unpruned_keys)[:5]
+            unexpected = sorted(unpruned_keys - expected_unpruned)[:5]
+            raise ValueError(f"{path}: state_dict keys do not match msd_pytorch's layout "
+                             f"(missing {missing}, unexpected {unexpected})")
+
+
+def _read_checkpoint(path, device):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        raise ValueError(f"{path}: not a readable torch checkpoint "
+                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    if not isinstance(state, dict) or "state_dict" not in state or "epoch" not in state:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: expected a dict with keys 'epoch', 'state_dict', "
+                         f"'optimizer' (msd_pytorch format), found {found}")
+    return state
+
+
+def _strip_prefix(state_dict, prefix):
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def _unpruned_name(key):
+    return key[:-len("_orig")] if key.endswith("_orig") else key
+
+
+def _architecture_of(path, state_dict):
+    """c_in, num_labels, depth and width of the MS-D network stored in ``state_dict``."""
+    def tensor(name):
+        for key in (name, name + "_orig"):
+            if key in state_dict:
+                return state_dict[key]
+        raise ValueError(f"{path}: not an MS-D checkpoint, state_dict lacks '{name}'")
+
+    depth = sum(1 for k in state_dict
+                if re.fullmatch(r"1\.0\.msd_block\.weight\d+(_orig)?", k))
+    first, final = tensor("1.0.msd_block.weight0"), tensor("1.0.final_layer.linear.weight")
+    return {"c_in": int(first.shape[1]), "num_labels": int(final.shape[0]), "depth": depth,
+            "width": int(first.shape[0])}
+
+
+def _match_pruning(net, state_dict):
+    """Make ``net``'s pruning reparametrisation match ``state_dict``: make pruning permanent
+    where the checkpoint has the plain ``name``, and add a torch.nn.utils.prune mask where
+    it has ``name_orig``/``name_mask``."""
+    modules = dict(net.named_modules())
+    for module_name, module in modules.items():
+        prefix = f"{module_name}." if module_name else ""
+        pruned = [name[:-len("_orig")] for name, _ in module.named_parameters(recurse=False)
+                  if name.endswith("_orig")]
+        for name in pruned:
+            if prefix + name in state_dict:
+                prune.remove(module, name)
+    for key in state_dict:
+        if not key.endswith("_orig"):
+            continue
+        module_name, _, name = key[:-len("_orig")].rpartition(".")
+        module = modules[module_name]
+        mask = state_dict.get(f"{module_name}.{name}_mask")
+        if mask is None:
+            raise ValueError(f"checkpoint has '{key}' but no '{module_name}.{name}_mask'")
+        if not hasattr(module, name + "_orig"):
+            prune.custom_from_mask(module, name, mask)
+
+
+# --------------------------------------------------------------------------- data
+def _natural_sort(paths):
+    def key(path):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+    return sorted(paths, key=key)
+
+
+def find_images(path_specifier):
+    """Files named by a glob pattern, a directory (all files in it) or a single file,
+    naturally sorted ("im2" before "im10"); FileNotFoundError if nothing matches."""
+    spec = Path(path_specifier).expanduser()
+    if any(ch in spec.name for ch in "*?["):
+        paths = [p for p in spec.parent.glob(spec.name) if p.is_file()]
+    elif spec.is_dir():
+        paths = [p for p in spec.iterdir() if p.is_file()]
+    elif spec.is_file():
+        paths = [spec]
+    else:
+        paths = []
+    if not paths:
+        raise FileNotFoundError(f"no image files match {path_specifier}")
+    not_tiff = [str(p) for p in paths if p.suffix.lower() not in TIFF_SUFFIXES]
+    if not_tiff:
+        raise ValueError(f"{path_specifier}: only TIFF images are supported, got {not_tiff[0]}")
+    return _natural_sort([str(p) for p in paths])
+
+
+def _relabel(image, labels, path):
+    """Class indices of a label image: ``labels`` is a list of pixel values (value
+    labels[i] -> class i) or a count k (values must be 0..k-1)."""
+    if image.dtype.kind not in "uib":
+        raise ValueError(f"{path}: label image must hold integers, found dtype {image.dtype}")
+    image = image.astype(np.int64)
+    values = list(range(int(labels))) if np.isscalar(labels) else [int(v) for v in labels]
+    lookup = {value: index for index, value in enumerate(values)}
+    present = np.unique(image)
+    unexpected = [int(v) for v in present if int(v) not in lookup]
+    if unexpected:
+        raise ValueError(f"{path}: label values {unexpected} are not in the label set {values}")
+    classes = np.empty_like(image)
+    for value in present:
+        classes[image == value] = lookup[int(value)]
+    return classes
+
+
+class ImageStack:
+    """A naturally sorted stack of TIFF images; ``stack[i]`` is a tensor (C, H, W):
+    float32, or int64 class indices when ``labels`` is given."""
+
+    def __init__(self, path_specifier, *, collapse_channels=False, labels=None):
+        if labels is not None and collapse_channels:
+            raise ValueError("cannot collapse the channels of a label image stack")
+        self.path_specifier = path_specifier
+        self.collapse_channels = collapse_channels
+        self.labels = labels
+        self.paths = find_images(path_specifier)
+
+    @property
+    def num_labels(self):
+        if self.labels is None:
+            raise RuntimeError("this image stack has no labels")
+        return int(self.labels) if np.isscalar(self.labels) else len(list(self.labels))
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = self.paths[i]
+        try:
+            image = np.asarray(tifffile.imread(path))
+        except Exception as error:
+            raise ValueError(f"{path}: cannot read TIFF image ({error})")
+        if image.ndim not in (2, 3):
+            raise ValueError(f"{path}: expected a 2-D image or a (C, H, W) stack, "
+                             f"found shape {image.shape}")
+        if self.labels is not None:
+            image = _relabel(image, self.labels, path)
+        else:
+            image = image.astype(np.float32)
+        if image.ndim == 2:
+            image = image[None]
+        if self.collapse_channels:
+            image = image.mean(axis=0, keepdims=True)
+        return torch.from_numpy(np.ascontiguousarray(image))
+
+
+class ImageDataset(Dataset):
+    """Pairs (input image, target image) from two TIFF stacks, as msd_pytorch's
+    ImageDataset: inputs float32 (C, H, W); targets relabelled by ``labels``."""
+
+    def __init__(self, input_path_specifier, target_path_specifier, *,
+                 collapse_channels=False, labels=None):
+        super().__init__()
+        self.input_path_specifier = input_path_specifier
+        self.target_path_specifier = target_path_specifier
+        self.labels = labels
+        self.input_stack = ImageStack(input_path_specifier, collapse_channels=collapse_channels)
+        self.target_stack = ImageStack(target_path_specifier, labels=labels,
+                                       collapse_channels=collapse_channels and labels is None)
+        if len(self.input_stack) != len(self.target_stack):
+            raise ValueError(f"{len(self.input_stack)} input images match "
+                             f"{input_path_specifier} but {len(self.target_stack)} target "
+                             f"images match {target_path_specifier}")
+
+    @property
+    def num_labels(self):
+        return self.target_stack.num_labels
+
+    def __len__(self):
+        return len(self.input_stack)
+
+    def __getitem__(self, i):
+        return self.input_stack[i], self.target_stack[i]
+
+
+# --------------------------------------------------------------------------- accuracy
+def get_global_accuracy(model, dataloader):
+    """Fraction of correctly classified pixels over ``dataloader`` (argmax over classes).
+
+    ``model`` is an MSDSegmentationModel (its ``net`` is used) or any module mapping
+    (B, C, H, W) to class scores (B, K, H, W) (a dict's "out" entry is used)."""
+    net = getattr(model, "net", model)
+    parameter = next(net.parameters())
+    was_training = net.training
+    net.eval()
+    correct = total = 0
+    try:
+        with torch.inference_mode():
+            for input, target in dataloader:
+                scores = net(input.to(parameter.device, parameter.dtype))
+                if isinstance(scores, dict):
+                    scores = scores["out"]
+                target = target.to(parameter.device)
+                if target.dim() == scores.dim():
+                    target = target.squeeze(1)
+                correct += (scores.argmax(1) == target).sum().item()
+                total += target.numel()
+    finally:
+        net.train(was_training)
+    if total == 0:
+        raise ValueError("get_global_accuracy: the dataloader is empty")
+    return correct / total
