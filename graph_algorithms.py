@@ -35,8 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 SINGLE_EDGE_CHAIN_LIMIT = 1000
-WIDE_LEVEL = 16  # mean nodes per topological level from which the per-level engine is used
-ENGINES = ("fast", "lazy", "levels", "reference")
+ENGINES = ("fast", "reference")
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,142 +317,6 @@ def _level_dp(graph, weight, src, with_runner_up=False):
     return dist, pred, pred_edge, runner_up
 
 
-class LevelChainFinder:
-    """Fast engine for wide layered graphs (nonnegative weights): eager updates, one numpy batch per level.
-
-    After a chain's edges are removed, the levels are swept in topological order and only
-    nodes whose predecessor's dist changed (or whose chain edge was removed) are revisited.
-    Each revisit is settled by the cheapest valid certificate: (1) the predecessor's new
-    candidate still beats ``runner_up`` (an upper bound on every other candidate); (2) the best
-    of ``CACHE_SIZE`` cached candidates beats ``cache_bound`` (an upper bound on all uncached
-    ones); (3) otherwise all in-edges are re-evaluated and the cache refilled. Bounds stay valid
-    because, with nonnegative weights, removing edges only ever lowers dist values.
-    """
-
-    CACHE_SIZE = 32
-
-    def __init__(self, graph):
-        if (graph.weight < 0).any():
-            raise ValueError("the fast engine needs nonnegative weights; use engine='reference'")
-        n, n_edges = graph.n_nodes, graph.n_edges
-        self.n_nodes = n
-        self.no_edge = n_edges  # a sentinel edge of weight 0 from the sentinel node n
-        self.weight = np.append(graph.weight, 0.0)
-        self.src = np.append(graph.src, n)
-        self.edge_target = graph.edge_targets()
-        self.column_start = graph.indptr[graph.node_column]
-        self.column_stop = graph.indptr[graph.node_column + 1]
-        dist, pred, pred_edge, runner_up = _level_dp(graph, graph.weight, graph.src, with_runner_up=True)
-        pred_edge[pred_edge < 0] = self.no_edge
-        self.lift = np.maximum(dist, 1.0)
-        dist = dist[:n]
-        self.dist, self.pred, self.pred_edge, self.runner_up = dist, pred, pred_edge, runner_up
-        self.cache = np.full((n, self.CACHE_SIZE), self.no_edge, dtype=np.int64)
-        self.cache_bound = np.full(n, np.inf)  # empty caches certify nothing
-        self.node_level = np.empty(n, dtype=np.int64)
-        self.level_nodes = []
-        for level in range(graph.level_ptr.size - 1):
-            nodes = graph.column_node[graph.level_ptr[level]:graph.level_ptr[level + 1]]
-            self.node_level[nodes] = level
-            self.level_nodes.append(nodes[dist[nodes] > 0])
-        self.changed = np.zeros(n + 1, dtype=bool)
-        self.forced = np.zeros(n, dtype=bool)
-
-    def longest_chain(self):
-        return _trace_chain(int(self.dist.argmax()), self.pred, self.pred_edge)
-
-    def remove_edges(self, edges):
-        edges = np.asarray(edges, dtype=np.int64)
-        if edges.size == 0:
-            return
-        targets = self.edge_target[edges]
-        self.weight[edges] = 0.0
-        self.src[edges] = self.n_nodes
-        self._update(targets)
-
-    def _update(self, targets):
-        dist, pred, pred_edge, lift = self.dist, self.pred, self.pred_edge, self.lift
-        changed, forced = self.changed, self.forced
-        forced[targets] = True
-        touched = []
-        for level in range(int(self.node_level[targets].min()), len(self.level_nodes)):
-            nodes = self.level_nodes[level]
-            affected = changed[pred[nodes]]
-            affected |= forced[nodes]
-            if not affected.any():
-                continue
-            nodes = nodes[affected]
-            old = dist[nodes]
-            new_dist, new_pred, new_edge = self._settle(nodes)
-            dist[nodes] = new_dist
-            lift[nodes] = np.maximum(new_dist, 1.0)
-            pred[nodes] = new_pred
-            pred_edge[nodes] = new_edge
-            changed[nodes] = new_dist != old
-            touched.append(nodes)
-            if (new_dist == 0).any():
-                self.level_nodes[level] = self.level_nodes[level][dist[self.level_nodes[level]] > 0]
-        for nodes in touched:
-            changed[nodes] = False
-        forced[targets] = False
-
-    def _settle(self, nodes):
-        """New (dist, pred, pred_edge) of ``nodes``, whose predecessors are all exact."""
-        weight, src, runner_up = self.weight, self.src, self.runner_up
-        edge = self.pred_edge[nodes]
-        value = weight[edge] * self.lift[self.pred[nodes]]
-        new_pred = self.pred[nodes].copy()
-        new_edge = edge.copy()
-        failed = np.flatnonzero(~(value > runner_up[nodes]))
-        if failed.size:
-            cached = self.cache[nodes[failed]]
-            cached_values = weight[cached] * self.lift[src[cached]]
-            best = cached_values.max(axis=1)
-            certified = best > self.cache_bound[nodes[failed]]
-            rows = np.flatnonzero(certified)
-            if rows.size:
-                cached, cached_values, best = cached[rows], cached_values[rows], best[rows]
-                sources = src[cached]
-                # first maximum in ascending source index among the cached candidates
-                column = np.where(cached_values == best[:, None], sources, self.n_nodes + 1).argmin(axis=1)
-                row = np.arange(rows.size)
-                index = failed[rows]
-                value[index] = best
-                new_pred[index] = sources[row, column]
-                new_edge[index] = cached[row, column]
-                cached_values[row, column] = -1.0
-                runner_up[nodes[index]] = np.maximum(cached_values.max(axis=1), self.cache_bound[nodes[index]])
-            for index in failed[~certified].tolist():
-                value[index], new_pred[index], new_edge[index] = self._recompute(int(nodes[index]))
-        reset = value < 1
-        value[reset] = 0.0
-        new_pred[reset] = nodes[reset]
-        new_edge[reset] = self.no_edge
-        return value, new_pred, new_edge
-
-    def _recompute(self, v):
-        """Evaluate every in-edge of ``v``; refill its cache and bounds. Returns (best, pred, edge)."""
-        start, stop = int(self.column_start[v]), int(self.column_stop[v])
-        candidates = self.weight[start:stop] * self.lift[self.src[start:stop]]
-        j = int(candidates.argmax())
-        best = float(candidates[j])
-        if best < 1:
-            return best, v, self.no_edge
-        size = stop - start
-        k = self.CACHE_SIZE
-        if size > k:
-            order = np.argpartition(candidates, size - k)
-            self.cache[v] = order[size - k:] + start
-            self.cache_bound[v] = candidates[order[:size - k]].max()
-        else:
-            self.cache[v, :size] = np.arange(start, stop)
-            self.cache[v, size:] = self.no_edge
-            self.cache_bound[v] = -1.0
-        candidates[j] = -1.0
-        self.runner_up[v] = candidates.max()
-        return best, int(self.src[start + j]), start + j
-
-
 class LazyChainFinder:
     """Fast engine for nonnegative weights: lazily refreshed DP values (see the module docstring).
 
@@ -462,6 +325,7 @@ class LazyChainFinder:
     computed as ``A[u, v] * lift[u]`` with ``lift = max(dist, 1)``, which is bit-identical to the
     spec's rule because dist is either 0 or >= 1. Removed edges get weight 0 and the source
     ``n`` (a sentinel node with lift 1), so they never win and never produce NaN.
+    ``runner_up[v]`` bounds every candidate of ``v`` except its predecessor's from above.
     """
 
     def __init__(self, graph):
@@ -474,25 +338,23 @@ class LazyChainFinder:
         self.column_start = graph.indptr[graph.node_column].tolist()
         self.column_stop = graph.indptr[graph.node_column + 1].tolist()
         dist, pred, pred_edge, runner_up = _level_dp(graph, graph.weight, graph.src, with_runner_up=True)
-        self.runner_up = runner_up.tolist()
-        self.lift = np.maximum(dist, 1.0)
-        dist = dist[:n]
-        self.dist = dist
-        self.dist_list = dist.tolist()
+        self.lift = np.maximum(dist, 1.0)  # n + 1 entries: the sentinel's lift is 1
+        self.dist = dist[:n]
+        self.dist_list = self.dist.tolist()
         self.pred = pred.tolist()
         self.pred_edge = pred_edge.tolist()
+        self.runner_up = runner_up.tolist()
         self.stamp = [0] * n
         self.epoch = 0
 
     def longest_chain(self):
-        dist = self.dist
+        dist, dist_list = self.dist, self.dist_list
         while True:
             end = int(dist.argmax())
-            upper_bound = self.dist_list[end]
+            upper_bound = dist_list[end]
             self._refresh(end)
-            if self.dist_list[end] == upper_bound:
-                break
-        return _trace_chain(end, self.pred, self.pred_edge)
+            if dist_list[end] == upper_bound:
+                return _trace_chain(end, self.pred, self.pred_edge)
 
     def remove_edges(self, edges):
         if len(edges):
@@ -508,89 +370,89 @@ class LazyChainFinder:
         self.pred_edge[v] = edge
 
     def _refresh(self, root):
-        """Make dist[root] (and everything it depends on) exact, iteratively (no recursion)."""
+        """Make dist[root] (and everything it depends on) exact; iterative, no recursion.
+
+        The stack holds nodes to verify (ints) and re-evaluation frames (lists). Verifying walks
+        up the predecessor chain to the first exact node and settles the nodes top-down, each
+        with an O(1) certificate when possible; a node that needs its candidates re-evaluated
+        gets a frame, which asks for the candidates that can still win one at a time.
+        """
         epoch, stamp, dist = self.epoch, self.stamp, self.dist_list
         if stamp[root] == epoch:
             return
-        pred, pred_edge, weight, src, lift = self.pred, self.pred_edge, self.weight, self.src, self.lift
-        runner_up = self.runner_up
-        # frame: [node, state, sources, weights, bounds, exact positions, first edge, pending]
-        stack = [[root, 0, None, None, None, None, 0, -1]]
+        pred, pred_edge, weight, runner_up = self.pred, self.pred_edge, self.weight, self.runner_up
+        stack = [root]
         while stack:
-            frame = stack[-1]
-            v = frame[0]
-            state = frame[1]
-            if state == 0:  # does the old value still hold?
-                if stamp[v] == epoch:
-                    stack.pop()
-                    continue
-                if dist[v] == 0:  # a dist of 0 never grows again
-                    stamp[v] = epoch
-                    stack.pop()
-                    continue
-                p = pred[v]
-                frame[1] = state = 1
-                if stamp[p] != epoch and dist[p] != 0:
-                    stack.append([p, 0, None, None, None, None, 0, -1])
-                    continue
-            if state == 1:  # predecessor exact: is the old chain edge still the winner?
-                e = pred_edge[v]
-                w = weight[e]
-                if w != 0:
-                    dp = dist[pred[v]]
-                    value = w * dp if dp != 0 else w
-                    if value == dist[v]:
+            item = stack.pop()
+            if item.__class__ is int:
+                path = []
+                v = item
+                while stamp[v] != epoch:
+                    if dist[v] == 0:  # a dist of 0 never grows again
                         stamp[v] = epoch
-                        stack.pop()
-                        continue
-                    if value > runner_up[v]:  # still beats every other (only decreasing) candidate
-                        if value >= 1:
-                            self._set(v, value, pred[v], e)
-                        else:
-                            self._set(v, 0.0, v, -1)
-                        stamp[v] = epoch
-                        stack.pop()
-                        continue
-                start, stop = self.column_start[v], self.column_stop[v]
-                sources = src[start:stop]
-                weights = weight[start:stop]
-                frame[2], frame[3] = sources, weights
-                frame[4] = weights * lift[sources]
-                frame[5] = set()
-                frame[6] = start
-                frame[1] = 2
-            # state 2: re-evaluate the candidates, refreshing only those that can still win
-            sources, weights, bounds, exact = frame[2], frame[3], frame[4], frame[5]
-            j = frame[7]
-            if j >= 0:
-                du = dist[sources[j]]
+                        break
+                    path.append(v)
+                    v = pred[v]
+                for i in range(len(path) - 1, -1, -1):
+                    v = path[i]
+                    p = pred[v]
+                    e = pred_edge[v]
+                    w = weight[e]
+                    if w != 0:
+                        dp = dist[p]
+                        value = w * dp if dp != 0 else w
+                        if value == dist[v]:  # the chain edge and its source are unchanged
+                            stamp[v] = epoch
+                            continue
+                        if value > runner_up[v]:  # still beats every other (only lower) candidate
+                            if value >= 1:
+                                self._set(v, float(value), p, e)
+                            else:
+                                self._set(v, 0.0, v, -1)
+                            stamp[v] = epoch
+                            continue
+                    stack.extend(path[:i])
+                    stack.append(self._new_frame(v))
+                    break
+                continue
+            if self._advance(item, stack):
+                stamp[item[0]] = epoch
+
+    def _new_frame(self, v):
+        start, stop = self.column_start[v], self.column_stop[v]
+        sources = self.src[start:stop]
+        weights = self.weight[start:stop]
+        return [v, start, sources, weights, weights * self.lift[sources], set(), -1]
+
+    def _advance(self, frame, stack):
+        """Re-evaluate the candidates of frame's node; True when settled, else pushes a candidate."""
+        v, start, sources, weights, bounds, exact, pending = frame
+        epoch, stamp, dist = self.epoch, self.stamp, self.dist_list
+        if pending >= 0:
+            du = dist[sources[pending]]
+            bounds[pending] = weights[pending] * du if du != 0 else weights[pending]
+            exact.add(pending)
+        while True:
+            j = int(bounds.argmax())
+            best = float(bounds[j])
+            if best < 1:
+                self._set(v, 0.0, v, -1)
+                return True
+            if j in exact:
+                self._set(v, best, int(sources[j]), start + j)
+                bounds[j] = -1.0
+                self.runner_up[v] = float(bounds.max())
+                return True
+            u = int(sources[j])
+            if stamp[u] == epoch or dist[u] == 0:
+                du = dist[u]
                 bounds[j] = weights[j] * du if du != 0 else weights[j]
                 exact.add(j)
-                frame[7] = -1
-            while True:
-                j = int(bounds.argmax())
-                best = float(bounds[j])
-                if best < 1:
-                    self._set(v, 0.0, v, -1)
-                    break
-                if j in exact:
-                    self._set(v, best, int(sources[j]), frame[6] + j)
-                    bounds[j] = -1.0
-                    runner_up[v] = float(bounds.max())
-                    break
-                u = int(sources[j])
-                if stamp[u] == epoch or dist[u] == 0:
-                    du = dist[u]
-                    wj = float(weights[j])
-                    bounds[j] = wj * du if du != 0 else wj
-                    exact.add(j)
-                    continue
-                frame[7] = j
-                stack.append([u, 0, None, None, None, None, 0, -1])
-                break
-            if frame[7] < 0:
-                stamp[v] = epoch
-                stack.pop()
+                continue
+            frame[6] = j
+            stack.append(frame)
+            stack.append(u)
+            return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,14 +470,14 @@ class ExtractionResult:
 
 
 def _chain_finder(graph, engine):
+    """The chain finder for ``engine``: a name from ENGINES or a callable ``graph -> finder``."""
+    if callable(engine):
+        return engine(graph)
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}, expected one of {ENGINES}")
     if engine == "reference" or (graph.weight < 0).any():
         return ReferenceChainFinder(graph)
-    if engine == "fast":
-        n_levels = max(graph.level_ptr.size - 1, 1)
-        engine = "levels" if graph.n_nodes / n_levels >= WIDE_LEVEL else "lazy"
-    return LevelChainFinder(graph) if engine == "levels" else LazyChainFinder(graph)
+    return LazyChainFinder(graph)
 
 
 def lean_extraction(graph, perc, engine="fast", verbose=False):
