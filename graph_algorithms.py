@@ -1,0 +1,575 @@
+"""Longest multiplicative chains in a DAG and the LEAN chain extraction (numpy and scipy only).
+
+Conventions (spec "Longest multiplicative path" and "LEAN extraction"): an entry ``A[i, j] != 0``
+of a square matrix is an edge ``i -> j`` with weight ``A[i, j]``; on a LEAN norm matrix (rows =
+output channels) chains therefore run from the output side of the network towards its inputs.
+
+Tie-breaking and rounding rules, shared by every engine in this module so that they select
+exactly the same edges:
+
+* ``cand(u) = dist[u] * A[u, v]`` when ``dist[u] != 0``, else ``A[u, v]`` (one float64 product);
+* the best predecessor of ``v`` is the FIRST maximum of ``cand`` over its predecessors taken in
+  ascending original node index ``u``;
+* ``dist[v] = best`` and ``pred[v] = u`` when ``best >= 1``, else ``dist[v] = 0`` and
+  ``pred[v] = v`` (a chain may start at ``v``); a node without predecessors has ``dist 0``;
+* the chain ends at the FIRST index of ``max(dist)``; if every dist is 0 the chain is ``[0]``.
+The values do not depend on the topological order used, so engines may process nodes in any
+valid order.
+
+Two engines compute the chains:
+
+* ``"reference"``: the straightforward algorithm: one full dynamic programme over the current
+  matrix per chain (slow; the oracle).
+* ``"fast"``: the same chains, computed lazily. After a chain's edges are removed no dist is
+  recomputed eagerly; the engine keeps the previous values as upper bounds (with nonnegative
+  weights every dist can only decrease when edges are removed) and refreshes only the nodes
+  needed to certify the next chain's end and its predecessor pointers. A node ``v`` whose
+  predecessor ``p`` is exact and whose chain edge is intact keeps its value when
+  ``cand(p) == dist[v]`` (every other candidate can only have decreased); otherwise its
+  candidates are re-evaluated, and only candidates whose upper bound can still win are refreshed.
+  Graphs with negative weights break the monotonicity, so they use the reference engine.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+SINGLE_EDGE_CHAIN_LIMIT = 1000
+ENGINES = ("fast", "reference")
+
+
+# --------------------------------------------------------------------------------------------
+# Graph representation
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class EdgeGraph:
+    """A DAG as column-compressed in-edge lists, columns ordered topologically.
+
+    Column ``c`` holds the in-edges of node ``column_node[c]``; its edges ``indptr[c]:
+    indptr[c + 1]`` are sorted by ascending source node. ``level_ptr`` splits the columns into
+    topological levels (all sources of a level's edges lie in earlier levels).
+    """
+
+    n_nodes: int
+    indptr: np.ndarray
+    src: np.ndarray
+    weight: np.ndarray
+    skip: np.ndarray
+    input_index: np.ndarray
+    column_node: np.ndarray
+    node_column: np.ndarray
+    level_ptr: np.ndarray
+
+    @property
+    def n_edges(self):
+        return int(self.src.size)
+
+    def column_range(self, node):
+        column = self.node_column[node]
+        return int(self.indptr[column]), int(self.indptr[column + 1])
+
+    def edge_targets(self):
+        """Target node of every edge, in the graph's edge order."""
+        return np.repeat(self.column_node, np.diff(self.indptr))
+
+
+def _concatenated_ranges(starts, lengths):
+    """Indices ``starts[k] + 0 .. lengths[k]-1`` for all k, concatenated."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets, lengths) + np.arange(total)
+
+
+def _topological_levels(out_edges):
+    """Kahn's algorithm by frontiers on a CSR matrix of out-edges: the level of every node."""
+    n_nodes = out_edges.shape[0]
+    out_ptr, out_dst = out_edges.indptr, out_edges.indices
+    in_degree = np.bincount(out_dst, minlength=n_nodes)
+    level = np.full(n_nodes, -1, dtype=np.int64)
+    frontier = np.flatnonzero(in_degree == 0)
+    current = 0
+    while frontier.size:
+        level[frontier] = current
+        edges = _concatenated_ranges(out_ptr[frontier], out_ptr[frontier + 1] - out_ptr[frontier])
+        in_degree -= np.bincount(out_dst[edges], minlength=n_nodes)
+        frontier = np.flatnonzero((in_degree == 0) & (level < 0))
+        current += 1
+    if (level < 0).any():
+        cyclic = np.flatnonzero(level < 0)
+        raise ValueError(
+            f"the graph has a cycle (expected a DAG): {cyclic.size} nodes lie on or behind a "
+            f"cycle, e.g. node {int(cyclic[0])}")
+    return level
+
+
+def _validate_edge_arrays(n_nodes, src, dst, weight, skip):
+    if not (src.shape == dst.shape == weight.shape == skip.shape):
+        raise ValueError(
+            f"edge arrays must have one entry per edge: got src {src.shape}, dst {dst.shape}, "
+            f"weight {weight.shape}, skip {skip.shape}")
+    if n_nodes < 1:
+        raise ValueError(f"a graph needs at least one node, got n_nodes={n_nodes}")
+    if src.size and (not np.issubdtype(src.dtype, np.integer) or not np.issubdtype(dst.dtype, np.integer)):
+        raise ValueError("src and dst must be integer node indices")
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n_nodes):
+        raise ValueError(f"node indices must lie in [0, {n_nodes}), "
+                         f"got range [{min(src.min(), dst.min())}, {max(src.max(), dst.max())}]")
+    if not (np.issubdtype(weight.dtype, np.number) or weight.dtype == bool) or np.iscomplexobj(weight):
+        raise ValueError(f"edge weights must be real numbers, got dtype {weight.dtype}")
+    if not np.isfinite(weight).all():
+        raise ValueError("edge weights must be finite (found NaN or inf)")
+    loops = src == dst
+    if (loops & (weight != 0)).any():
+        node = int(src[loops & (weight != 0)][0])
+        raise ValueError(f"the graph has a cycle (expected a DAG): self-loop at node {node}")
+
+
+def build_edge_graph(n_nodes, src, dst, weight, skip=None):
+    """Validate an edge list ``src[k] -> dst[k]`` and build the ``EdgeGraph`` used by the engines.
+
+    Edges of weight 0 are not edges (as in the matrix form). Weights must be finite; ``skip``
+    flags unprunable edges. Raises ValueError for bad shapes, indices, duplicates or cycles.
+    """
+    n_nodes = int(n_nodes)
+    src, dst, weight = (np.asarray(a).ravel() for a in (src, dst, weight))
+    skip = np.zeros(src.shape, dtype=bool) if skip is None else np.asarray(skip, dtype=bool).ravel()
+    _validate_edge_arrays(n_nodes, src, dst, weight, skip)
+    present = np.flatnonzero(weight != 0)
+    # data = input position + 1, so that no stored entry is an explicit zero
+    out_edges = sp.csr_matrix((present + 1, (src[present], dst[present])), shape=(n_nodes, n_nodes))
+    if out_edges.nnz != present.size:
+        _raise_duplicate(src[present], dst[present])
+    level = _topological_levels(out_edges)
+    column_node = np.argsort(level, kind="stable")
+    node_column = np.empty(n_nodes, dtype=np.int64)
+    node_column[column_node] = np.arange(n_nodes)
+    out_edges.indices = node_column[out_edges.indices].astype(out_edges.indices.dtype)
+    in_edges = out_edges.tocsc()  # per column, sources come out in ascending order
+    input_index = in_edges.data - 1
+    level_ptr = np.zeros(level.max() + 2 if n_nodes else 1, dtype=np.int64)
+    np.cumsum(np.bincount(level), out=level_ptr[1:])
+    return EdgeGraph(n_nodes=n_nodes, indptr=in_edges.indptr.astype(np.int64),
+                     src=in_edges.indices.astype(np.int64), weight=weight[input_index].astype(np.float64),
+                     skip=skip[input_index], input_index=input_index,
+                     column_node=column_node, node_column=node_column, level_ptr=level_ptr)
+
+
+def _raise_duplicate(src, dst):
+    order = np.lexsort((dst, src))
+    same = (src[order][1:] == src[order][:-1]) & (dst[order][1:] == dst[order][:-1])
+    k = order[int(np.flatnonzero(same)[0])]
+    raise ValueError(f"duplicate edge {int(src[k])} -> {int(dst[k])} (each edge may appear once)")
+
+
+def _check_square(matrix, name):
+    shape = getattr(matrix, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"{name} must be a square 2-D matrix, got shape {shape}")
+
+
+def _matrix_edges(matrix):
+    """(n, src, dst, weight) of the nonzero entries of a dense or scipy.sparse square matrix."""
+    _check_square(matrix, "the adjacency matrix")
+    if sp.issparse(matrix):
+        coo = sp.coo_matrix(matrix)
+        coo.sum_duplicates()
+        return matrix.shape[0], coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    matrix = np.asarray(matrix)
+    if not np.issubdtype(matrix.dtype, np.number) and matrix.dtype != bool:
+        raise ValueError(f"the adjacency matrix must be numeric, got dtype {matrix.dtype}")
+    src, dst = np.nonzero(matrix)
+    return matrix.shape[0], src, dst, matrix[src, dst]
+
+
+def _matrix_skip_flags(skip_connection_matrix, shape, src, dst):
+    if skip_connection_matrix is None:
+        return None
+    if tuple(skip_connection_matrix.shape) != tuple(shape):
+        raise ValueError(f"skip_connection_matrix has shape {tuple(skip_connection_matrix.shape)}, "
+                         f"expected {tuple(shape)} like the adjacency matrix")
+    if sp.issparse(skip_connection_matrix):
+        return np.asarray(sp.csr_matrix(skip_connection_matrix)[src, dst]).ravel() != 0
+    return np.asarray(skip_connection_matrix)[src, dst].astype(bool)
+
+
+def graph_from_matrix(matrix, skip_connection_matrix=None):
+    """``EdgeGraph`` of a dense or scipy.sparse matrix (``A[i, j] != 0`` is an edge i -> j)."""
+    n, src, dst, weight = _matrix_edges(matrix)
+    skip = _matrix_skip_flags(skip_connection_matrix, matrix.shape, src, dst)
+    return build_edge_graph(n, src, dst, weight, skip)
+
+
+# --------------------------------------------------------------------------------------------
+# The straightforward dynamic programme (the oracle)
+# --------------------------------------------------------------------------------------------
+
+def _candidates(dist_of_sources, weights):
+    """``dist[u] * A[u, v]`` where ``dist[u] != 0``, else ``A[u, v]`` (float64)."""
+    return np.where(dist_of_sources != 0, dist_of_sources * weights, weights)
+
+
+def _longest_chain_dp(graph, weight):
+    """Full DP over ``graph`` with current edge weights ``weight`` (0 = removed): (dist, pred, pred_edge)."""
+    n = graph.n_nodes
+    dist = np.zeros(n)
+    pred = np.arange(n)
+    pred_edge = np.full(n, -1, dtype=np.int64)
+    for v in graph.column_node:
+        start, stop = graph.column_range(v)
+        live = np.flatnonzero(weight[start:stop] != 0) + start
+        if live.size == 0:
+            continue
+        sources = graph.src[live]
+        candidates = _candidates(dist[sources], weight[live])
+        best = int(np.argmax(candidates))
+        if candidates[best] >= 1:
+            dist[v] = candidates[best]
+            pred[v] = sources[best]
+            pred_edge[v] = live[best]
+    return dist, pred, pred_edge
+
+
+def _trace_chain(end, pred, pred_edge):
+    """Follow ``pred`` from ``end`` to a node that is its own predecessor; (nodes, edges) in chain order."""
+    nodes, edges = [int(end)], []
+    while pred[nodes[-1]] != nodes[-1]:
+        edges.append(int(pred_edge[nodes[-1]]))
+        nodes.append(int(pred[nodes[-1]]))
+    nodes.reverse()
+    edges.reverse()
+    return np.array(nodes, dtype=np.int64), np.array(edges, dtype=np.int64)
+
+
+def dag_longest_path_mult(matrix):
+    """Longest multiplicative chain of a DAG given as a dense or scipy.sparse matrix.
+
+    Returns the node array ``[p0, ..., pk]`` with ``A[p_t, p_{t+1}] != 0`` (see the module
+    docstring for the exact rules), or ``[0]`` when no chain has a product >= 1.
+    Raises ValueError if the matrix is not square, not finite or has a cycle.
+    """
+    graph = graph_from_matrix(matrix)
+    dist, pred, pred_edge = _longest_chain_dp(graph, graph.weight)
+    nodes, _ = _trace_chain(int(np.argmax(dist)), pred, pred_edge)
+    return nodes
+
+
+class ReferenceChainFinder:
+    """Straightforward engine: one full DP over the whole current graph per chain."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.weight = graph.weight.copy()
+        self.src = graph.src.copy()
+
+    def longest_chain(self):
+        dist, pred, pred_edge, _ = _level_dp(self.graph, self.weight, self.src)
+        return _trace_chain(int(np.argmax(dist[:-1])), pred, pred_edge)
+
+    def remove_edges(self, edges):
+        self.weight[edges] = 0.0
+        self.src[edges] = self.graph.n_nodes
+
+
+# --------------------------------------------------------------------------------------------
+# The fast engine
+# --------------------------------------------------------------------------------------------
+
+def _level_dp(graph, weight, src, with_runner_up=False):
+    """Full DP, vectorised per topological level (same values as ``_longest_chain_dp``).
+
+    ``src`` may point removed edges (weight 0) at the sentinel node ``n``, whose dist is 0.
+    Returns ``dist`` (n + 1 entries, the sentinel last), ``pred``, ``pred_edge`` (-1: none) and,
+    if asked, ``runner_up``: the largest candidate of each node other than the winning one
+    (-1 when there is none; an upper bound used by the fast engines, nonnegative weights only).
+    """
+    n = graph.n_nodes
+    dist = np.zeros(n + 1)
+    pred = np.arange(n)
+    pred_edge = np.full(n, -1, dtype=np.int64)
+    runner_up = np.full(n, -1.0) if with_runner_up else None
+    for level in range(graph.level_ptr.size - 1):
+        first_col, stop_col = int(graph.level_ptr[level]), int(graph.level_ptr[level + 1])
+        first_edge, stop_edge = int(graph.indptr[first_col]), int(graph.indptr[stop_col])
+        if first_edge == stop_edge:
+            continue
+        lengths = np.diff(graph.indptr[first_col:stop_col + 1])
+        sources = src[first_edge:stop_edge]
+        candidates = _candidates(dist[sources], weight[first_edge:stop_edge])
+        nonempty = np.flatnonzero(lengths)
+        starts = graph.indptr[first_col + nonempty] - first_edge
+        column_max = np.maximum.reduceat(candidates, starts)
+        segment = np.repeat(np.arange(nonempty.size), lengths[nonempty])
+        at_max = np.flatnonzero(candidates == column_max[segment])
+        first_at_max = at_max[np.r_[True, segment[at_max[1:]] != segment[at_max[:-1]]]]
+        best = candidates[first_at_max]
+        nodes = graph.column_node[first_col + nonempty]
+        chained = best >= 1
+        dist[nodes[chained]] = best[chained]
+        pred[nodes[chained]] = sources[first_at_max[chained]]
+        pred_edge[nodes[chained]] = first_at_max[chained] + first_edge
+        if with_runner_up:
+            candidates[first_at_max] = -1.0
+            runner_up[nodes] = np.maximum.reduceat(candidates, starts)
+    return dist, pred, pred_edge, runner_up
+
+
+class LazyChainFinder:
+    """Fast engine for nonnegative weights: lazily refreshed DP values (see the module docstring).
+
+    ``dist`` values are exact when computed and upper bounds afterwards; ``stamp[v] == epoch``
+    certifies that ``dist[v]`` and ``pred[v]`` are exact for the current graph. Candidates are
+    computed as ``A[u, v] * lift[u]`` with ``lift = max(dist, 1)``, which is bit-identical to the
+    spec's rule because dist is either 0 or >= 1. Removed edges get weight 0 and the source
+    ``n`` (a sentinel node with lift 1), so they never win and never produce NaN.
+    ``runner_up[v]`` bounds every candidate of ``v`` except its predecessor's from above.
+    """
+
+    def __init__(self, graph):
+        if (graph.weight < 0).any():
+            raise ValueError("the fast engine needs nonnegative weights; use engine='reference'")
+        n = graph.n_nodes
+        self.n_nodes = n
+        self.weight = graph.weight.copy()
+        self.src = graph.src.copy()
+        self.column_start = graph.indptr[graph.node_column].tolist()
+        self.column_stop = graph.indptr[graph.node_column + 1].tolist()
+        dist, pred, pred_edge, runner_up = _level_dp(graph, graph.weight, graph.src, with_runner_up=True)
+        self.lift = np.maximum(dist, 1.0)  # n + 1 entries: the sentinel's lift is 1
+        self.dist = dist[:n]
+        self.dist_list = self.dist.tolist()
+        self.pred = pred.tolist()
+        self.pred_edge = pred_edge.tolist()
+        self.runner_up = runner_up.tolist()
+        self.stamp = [0] * n
+        self.epoch = 0
+
+    def longest_chain(self):
+        dist, dist_list = self.dist, self.dist_list
+        while True:
+            end = int(dist.argmax())
+            upper_bound = dist_list[end]
+            self._refresh(end)
+            if dist_list[end] == upper_bound:
+                return _trace_chain(end, self.pred, self.pred_edge)
+
+    def remove_edges(self, edges):
+        if len(edges):
+            self.weight[edges] = 0.0
+            self.src[edges] = self.n_nodes
+            self.epoch += 1
+
+    def _set(self, v, value, source, edge):
+        self.dist[v] = value
+        self.dist_list[v] = value
+        self.lift[v] = value if value >= 1 else 1.0
+        self.pred[v] = source
+        self.pred_edge[v] = edge
+
+    def _refresh(self, root):
+        """Make dist[root] (and everything it depends on) exact; iterative, no recursion.
+
+        The stack holds nodes to verify (ints) and re-evaluation frames (lists). Verifying walks
+        up the predecessor chain to the first exact node and settles the nodes top-down, each
+        with an O(1) certificate when possible; a node that needs its candidates re-evaluated
+        gets a frame, which asks for the candidates that can still win one at a time.
+        """
+        epoch, stamp, dist = self.epoch, self.stamp, self.dist_list
+        if stamp[root] == epoch:
+            return
+        pred, pred_edge, weight, runner_up = self.pred, self.pred_edge, self.weight, self.runner_up
+        stack = [root]
+        while stack:
+            item = stack.pop()
+            if item.__class__ is int:
+                path = []
+                v = item
+                while stamp[v] != epoch:
+                    if dist[v] == 0:  # a dist of 0 never grows again
+                        stamp[v] = epoch
+                        break
+                    path.append(v)
+                    v = pred[v]
+                for i in range(len(path) - 1, -1, -1):
+                    v = path[i]
+                    p = pred[v]
+                    e = pred_edge[v]
+                    w = weight[e]
+                    if w != 0:
+                        dp = dist[p]
+                        value = w * dp if dp != 0 else w
+                        if value == dist[v]:  # the chain edge and its source are unchanged
+                            stamp[v] = epoch
+                            continue
+                        if value > runner_up[v]:  # still beats every other (only lower) candidate
+                            if value >= 1:
+                                self._set(v, float(value), p, e)
+                            else:
+                                self._set(v, 0.0, v, -1)
+                            stamp[v] = epoch
+                            continue
+                    stack.extend(path[:i])
+                    stack.append(self._new_frame(v))
+                    break
+                continue
+            if self._advance(item, stack):
+                stamp[item[0]] = epoch
+
+    def _new_frame(self, v):
+        start, stop = self.column_start[v], self.column_stop[v]
+        sources = self.src[start:stop]
+        weights = self.weight[start:stop]
+        return [v, start, sources, weights, weights * self.lift[sources], set(), -1]
+
+    def _advance(self, frame, stack):
+        """Re-evaluate the candidates of frame's node; True when settled, else pushes a candidate."""
+        v, start, sources, weights, bounds, exact, pending = frame
+        epoch, stamp, dist = self.epoch, self.stamp, self.dist_list
+        if pending >= 0:
+            du = dist[sources[pending]]
+            bounds[pending] = weights[pending] * du if du != 0 else weights[pending]
+            exact.add(pending)
+        while True:
+            j = int(bounds.argmax())
+            best = float(bounds[j])
+            if best < 1:
+                self._set(v, 0.0, v, -1)
+                return True
+            if j in exact:
+                self._set(v, best, int(sources[j]), start + j)
+                bounds[j] = -1.0
+                self.runner_up[v] = float(bounds.max())
+                return True
+            u = int(sources[j])
+            if stamp[u] == epoch or dist[u] == 0:
+                du = dist[u]
+                bounds[j] = weights[j] * du if du != 0 else weights[j]
+                exact.add(j)
+                continue
+            frame[6] = j
+            stack.append(frame)
+            stack.append(u)
+            return False
+
+
+# --------------------------------------------------------------------------------------------
+# LEAN extraction
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ExtractionResult:
+    """Outcome of one LEAN extraction; ``to_prune`` is aligned with the graph's edges."""
+
+    to_prune: np.ndarray
+    n_chains: int
+    stop_reason: str
+    threshold: float = None
+
+
+def _chain_finder(graph, engine):
+    """The chain finder for ``engine``: a name from ENGINES or a callable ``graph -> finder``."""
+    if callable(engine):
+        return engine(graph)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}, expected one of {ENGINES}")
+    if engine == "reference" or (graph.weight < 0).any():
+        return ReferenceChainFinder(graph)
+    return LazyChainFinder(graph)
+
+
+def lean_extraction(graph, perc, engine="fast", verbose=False):
+    """Run the LEAN extraction on an ``EdgeGraph``: the spec's loop, early stops and fallback.
+
+    ``perc`` is the fraction of prunable (non-skip) edges to REMOVE. Chains are extracted and
+    their non-skip edges kept until at most ``perc`` of the prunable edges are still marked.
+    """
+    perc = float(perc)
+    if not 0.0 <= perc <= 1.0:
+        raise ValueError(f"perc (the fraction of convolutions to remove) must lie in [0, 1], got {perc}")
+    marked = ~graph.skip
+    total = int(marked.sum())
+    if total == 0:
+        return ExtractionResult(marked, 0, "no prunable edges")
+    has_skip = bool(graph.skip.any())
+    finder = _chain_finder(graph, engine)
+    n_marked = total
+    fraction = n_marked / float(total)
+    single_edge_chains = 0
+    n_chains = 0
+    stop_reason = "target reached"
+    while fraction > perc:
+        nodes, edges = finder.longest_chain()
+        n_chains += 1
+        only_skip = True
+        removed = []
+        for edge in edges.tolist():
+            if graph.skip[edge]:
+                continue
+            only_skip = False
+            marked[edge] = False
+            removed.append(edge)
+            n_marked -= 1
+            fraction = n_marked / float(total)
+            if fraction <= perc:
+                break
+        finder.remove_edges(removed)
+        if only_skip and has_skip:
+            stop_reason = "chain of skip edges only" if nodes.size > 1 else "single-node chain"
+            break
+        single_edge_chains = single_edge_chains + 1 if nodes.size == 2 else 0
+        if single_edge_chains >= SINGLE_EDGE_CHAIN_LIMIT:
+            stop_reason = f"{SINGLE_EDGE_CHAIN_LIMIT} consecutive single-edge chains"
+            break
+        if nodes.size == 1:
+            stop_reason = "single-node chain"
+            break
+    result = ExtractionResult(marked, n_chains, stop_reason)
+    if fraction > perc:
+        left = graph.weight[marked]  # float64, so the threshold does not depend on the input dtype
+        result.threshold = float(np.percentile(left, 100 * (perc / fraction)))
+        marked[marked] = left < result.threshold
+    if verbose:
+        print(f"LEAN extraction: {n_chains} chains, stopped: {stop_reason}, "
+              f"{int(marked.sum())} of {total} prunable edges to prune"
+              + ("" if result.threshold is None else f" (threshold {result.threshold:.6g})"))
+    return result
+
+
+def longest_path_prune_edges(n_nodes, src, dst, weight, perc, skip=None, engine="fast", verbose=False):
+    """LEAN extraction on an edge list; returns the boolean "to prune" flag of every input edge.
+
+    Sparse entry point for large graphs (e.g. FCN-ResNet50: ~27k nodes, ~14M edges): edge ``k``
+    is ``src[k] -> dst[k]`` with weight ``weight[k]`` (0 = no edge), ``skip[k]`` marks an
+    unprunable skip edge. Zero-weight and skip edges are never flagged.
+    """
+    graph = build_edge_graph(n_nodes, src, dst, weight, skip)
+    result = lean_extraction(graph, perc, engine=engine, verbose=verbose)
+    to_prune = np.zeros(np.asarray(weight).size, dtype=bool)
+    to_prune[graph.input_index] = result.to_prune
+    return to_prune
+
+
+def longest_path_prune(matrix, perc, skip_connection_matrix=None, verbose=False, engine="fast"):
+    """LEAN extraction on a dense or scipy.sparse matrix; returns the boolean "to prune" matrix.
+
+    ``matrix[i, j] != 0`` is an edge i -> j; ``perc`` the fraction of prunable edges to remove;
+    ``skip_connection_matrix`` (bool, same shape) marks unprunable skip edges. The result has the
+    input's form: a dense bool array, or a scipy.sparse CSR bool matrix for sparse input.
+    """
+    n, src, dst, weight = _matrix_edges(matrix)
+    skip = _matrix_skip_flags(skip_connection_matrix, matrix.shape, src, dst)
+    to_prune = longest_path_prune_edges(n, src, dst, weight, perc, skip, engine=engine, verbose=verbose)
+    if sp.issparse(matrix):
+        return sp.csr_matrix((np.ones(int(to_prune.sum()), dtype=bool),
+                              (src[to_prune], dst[to_prune])), shape=matrix.shape)
+    result = np.zeros(matrix.shape, dtype=bool)
+    result[src[to_prune], dst[to_prune]] = True
+    return result
+
+
+def longest_path_prune_reference(matrix, perc, skip_connection_matrix=None, verbose=False):
+    """The straightforward extraction (a full DP per chain): the slow oracle of ``longest_path_prune``."""
+    return longest_path_prune(matrix, perc, skip_connection_matrix, verbose=verbose, engine="reference")
