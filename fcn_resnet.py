@@ -57,20 +57,23 @@ class ResNetBackbone(nn.Module):
 
     Mirrors torchvision's ``IntermediateLayerGetter(resnet50(replace_stride_with_dilation=
     [False, True, True]), ...)``: a dilated layer's first block keeps the previous dilation.
+    ``blocks_per_layer``, ``layer_widths`` and ``stem_channels`` default to ResNet-50's; smaller
+    values give a narrow network of the same layout (for tests and quick runs).
     """
 
-    def __init__(self, in_channels=3, return_aux=False):
+    def __init__(self, in_channels=3, return_aux=False, blocks_per_layer=RESNET50_BLOCKS_PER_LAYER,
+                 layer_widths=RESNET50_LAYER_WIDTHS, stem_channels=STEM_CHANNELS):
         super().__init__()
         self.return_aux = return_aux
-        self.conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, kernel_size=7, stride=2, padding=3,
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3,
                                bias=False)
-        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-        channels, dilation = STEM_CHANNELS, 1
+        channels, dilation = stem_channels, 1
         for index, (blocks, width, dilate) in enumerate(zip(
-                RESNET50_BLOCKS_PER_LAYER, RESNET50_LAYER_WIDTHS, RESNET50_LAYER_DILATES)):
+                blocks_per_layer, layer_widths, RESNET50_LAYER_DILATES)):
             stride = 1 if index == 0 else 2
             layer, channels, dilation = self._make_layer(channels, width, blocks, stride,
                                                          dilation, dilate)
@@ -156,12 +159,14 @@ def _check_positive_int(name, value):
 
 
 def fcn_resnet50(num_classes=DEFAULT_NUM_CLASSES, in_channels=3, *, aux_loss=False,
-                 weights=None, weights_backbone=None, progress=True):
+                 weights=None, weights_backbone=None, progress=True, **backbone_shape):
     """Build an untrained FCN-ResNet50 with torchvision's state_dict keys for ``in_channels``.
 
     Takes torchvision's keyword names so its call sites port unchanged; ``aux_loss=True`` adds
     torchvision's auxiliary head on layer3. Pretrained weights are never downloaded: pass
     ``weights=None`` and load a saved state_dict instead. ``progress`` is accepted and ignored.
+    ``backbone_shape`` (``blocks_per_layer``, ``layer_widths``, ``stem_channels``) builds a
+    narrower network of the same layout.
     """
     if weights is not None or weights_backbone is not None:
         raise ValueError(
@@ -173,7 +178,7 @@ def fcn_resnet50(num_classes=DEFAULT_NUM_CLASSES, in_channels=3, *, aux_loss=Fal
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_channels", in_channels)
     aux_loss = bool(aux_loss)
-    backbone = ResNetBackbone(in_channels, return_aux=aux_loss)
+    backbone = ResNetBackbone(in_channels, return_aux=aux_loss, **backbone_shape)
     classifier = FCNHead(backbone.out_channels, num_classes)
     aux_classifier = FCNHead(backbone.out_channels // 2, num_classes) if aux_loss else None
     return FCN(backbone, classifier, aux_classifier)

@@ -1,10 +1,17 @@
-"""Helpers shared by the pruning methods: operator norms of convolutions (more helpers follow).
+"""Helpers shared by the pruning methods: operator norms of convolutions, pruning masks,
+convolution enumeration and pruned fractions (with the reference's names for MS-D and
+FCN-ResNet50).
 
 Every function works on the tensor's own device and builds no autograd graph.
 """
 import math
 
+import numpy as np
 import torch
+from torch.nn.utils import prune
+
+import norm_graph
+from msd import get_global_accuracy  # noqa: F401  (the reference exports it from here)
 
 # ============================================================================================
 # Operator norms of convolutions
@@ -105,3 +112,111 @@ def compute_Ln_norms_conv(weight, p):
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise ValueError(f"unknown norm order {p!r}, expected a number, 'fro' or 'nuc'")
     return torch.linalg.vector_norm(kernels, ord=p, dim=1).reshape(out_in)
+
+
+# ============================================================================================
+# Masks (torch.nn.utils.prune layout: ``<name>_orig`` parameter, ``<name>_mask`` buffer)
+# ============================================================================================
+
+
+def get_default_mask(tensor):
+    """An all-ones mask shaped like ``tensor``: nothing pruned."""
+    return torch.ones_like(tensor)
+
+
+def is_pruned(module, name):
+    return hasattr(module, name + "_mask")
+
+
+def get_mask(module, name):
+    """The pruning mask of ``module.<name>``, all ones where it was never pruned."""
+    if is_pruned(module, name):
+        return getattr(module, name + "_mask")
+    return get_default_mask(getattr(module, name))
+
+
+@torch.no_grad()
+def masked_weight(module, name):
+    """``<name>_orig * <name>_mask`` (the weight the next forward pass will use), detached."""
+    if is_pruned(module, name):
+        return getattr(module, name + "_orig") * getattr(module, name + "_mask")
+    return getattr(module, name).detach()
+
+
+@torch.no_grad()
+def apply_mask(module, name, keep):
+    """AND ``keep`` into the mask of ``module.<name>``, creating torch.nn.utils.prune state if needed."""
+    if is_pruned(module, name):
+        mask = getattr(module, name + "_mask")
+        mask.mul_(keep.to(dtype=mask.dtype, device=mask.device))
+        setattr(module, name, getattr(module, name + "_orig") * mask)
+    else:
+        weight = getattr(module, name)
+        prune.custom_from_mask(module, name, keep.to(dtype=weight.dtype, device=weight.device))
+
+
+def kernel_alive(layer):
+    """(out, in) bool array: which convolutions of a graph layer still have a nonzero mask."""
+    mask = get_mask(layer.module, layer.name)
+    return mask.reshape(mask.shape[0], mask.shape[1], -1).any(dim=2).cpu().numpy()
+
+
+def prune_kernels(layer, to_prune):
+    """Mask the convolutions ``weight[o, i]`` where the (out, in) bool array ``to_prune`` is set."""
+    if not np.any(to_prune):
+        return
+    weight = getattr(layer.module, layer.name)
+    keep = torch.from_numpy(~np.asarray(to_prune)).to(weight.device)
+    keep = keep.reshape(keep.shape + (1,) * (weight.dim() - 2)).expand_as(weight)
+    apply_mask(layer.module, layer.name, keep)
+
+
+def fraction_pruned(graph):
+    """Fraction of the graph's convolutions whose whole kernel mask is zero."""
+    pruned = sum(int((~kernel_alive(layer)).sum()) for layer in graph.layers)
+    return pruned / graph.num_convolutions
+
+
+# ============================================================================================
+# The reference's helpers for MS-D and FCN-ResNet50
+# ============================================================================================
+
+def get_convs_MSD(model, include_final_layer=True):
+    """The prunable convolution layers of an MS-D network as (module, parameter name) pairs."""
+    graph = norm_graph.msd_channel_graph(model, include_final_layer)
+    return [(layer.module, layer.name) for layer in graph.layers]
+
+
+def get_conv_masks_MSD(model, include_final_layer=True):
+    """The pruning mask of every MS-D convolution layer (all ones where never pruned)."""
+    return [get_mask(module, name) for module, name in get_convs_MSD(model, include_final_layer)]
+
+
+def fraction_pruned_convs_MSD(model):
+    return fraction_pruned(norm_graph.msd_channel_graph(model))
+
+
+def fraction_pruned_convs_MSD_3x3(model):
+    return fraction_pruned(norm_graph.msd_channel_graph(model, include_final_layer=False))
+
+
+def pruned_before_MSD(model):
+    return any(is_pruned(module, name) for module, name in get_convs_MSD(model))
+
+
+def get_convs_ResNet50(model):
+    """Every Conv2d of the FCN-ResNet50 backbone (downsample convs included) and both head convs."""
+    return [layer.module for layer in norm_graph.resnet50_channel_graph(model).layers]
+
+
+def get_batchnorms_ResNet50(model):
+    """The BatchNorm following each convolution of :func:`get_convs_ResNet50` (None for the last)."""
+    return [layer.batchnorm for layer in norm_graph.resnet50_channel_graph(model).layers]
+
+
+def fraction_pruned_convs_ResNet50(model):
+    return fraction_pruned(norm_graph.resnet50_channel_graph(model))
+
+
+def pruned_before_ResNet50(model):
+    return any(is_pruned(conv, "weight") for conv in get_convs_ResNet50(model))

@@ -1,0 +1,279 @@
+"""LEAN and the individual-filter baselines, one call = one pruning step (spec: "The pruning methods").
+
+Every method has the reference signature ``METHOD(model, tot_perc, Redun=True, verbose=False)``:
+``tot_perc`` is the fraction of prunable convolutions to KEEP after this step, counted over the
+whole model, earlier steps included. All methods share one step (:func:`prune_step`) and differ
+only in how they choose the convolutions to prune now:
+- ``LEAN_SV_*``: the longest multiplicative chains of the spectral-norm graph are kept;
+- ``IndivSV_Global_*`` / ``IndivL1_Global_*``: a global threshold on per-convolution norms.
+"""
+import numpy as np
+import torch
+
+import norm_graph
+from graph_algorithms import longest_path_prune_edges
+from pruning_utils import (apply_mask, compute_FourierSVD_norms, compute_Ln_norms_conv,
+                           fraction_pruned, kernel_alive, masked_weight, prune_kernels)
+
+MSD_FOURIER_SIZE = 64
+RESNET_FOURIER_SIZE = 7
+
+
+# ============================================================================================
+# Norms and selections
+# ============================================================================================
+
+def layer_norms(graph, norm="sv", fourier_size=MSD_FOURIER_SIZE):
+    """Per-layer (out, in) float64 arrays: the spectral ('sv') or L1 ('l1') norm of each masked
+    convolution, times the BatchNorm scale of its output channel where a BatchNorm follows."""
+    norms = []
+    for layer in graph.layers:
+        weight = masked_weight(layer.module, layer.name)
+        if norm == "sv":
+            values = compute_FourierSVD_norms(weight, fourier_size, "max")
+        else:
+            values = compute_Ln_norms_conv(weight, 1)
+        values = values.double().cpu().numpy()
+        if layer.batchnorm is not None:
+            values = values * norm_graph.batchnorm_scale(layer.batchnorm)[:, None]
+        norms.append(values)
+    return norms
+
+
+def lean_selection(graph, prune_fraction, norms):
+    """Which convolutions LEAN prunes now: all but the longest chains of the norm graph."""
+    sources, targets, weights = [], [], []
+    for layer, values in zip(graph.layers, norms):
+        out_index, in_index = np.nonzero(values)
+        # matrix orientation of the spec: entry [out, in] is read as an edge out -> in
+        sources.append(layer.out_nodes[out_index])
+        targets.append(layer.in_nodes[in_index])
+        weights.append(values[out_index, in_index])
+    num_skips = len(graph.skip_edges)
+    sources.append(graph.skip_edges[:, 0])
+    targets.append(graph.skip_edges[:, 1])
+    weights.append(np.ones(num_skips))
+    num_conv_edges = sum(len(w) for w in weights) - num_skips
+    is_skip = np.concatenate([np.zeros(num_conv_edges, bool), np.ones(num_skips, bool)])
+    to_prune = longest_path_prune_edges(
+        graph.num_nodes, np.concatenate(sources), np.concatenate(targets), np.concatenate(weights),
+        prune_fraction, skip=is_skip)
+    selections, start = [], 0
+    for layer, values, layer_sources in zip(graph.layers, norms, sources):
+        out_index, in_index = np.nonzero(values)
+        selection = np.zeros(values.shape, dtype=bool)
+        selection[out_index, in_index] = to_prune[start:start + len(out_index)]
+        selections.append(selection)
+        start += len(out_index)
+    return selections
+
+
+def threshold_selection(prune_fraction, norms, inclusive=False):
+    """Global threshold: numpy's linear percentile at ``100 * prune_fraction`` of the nonzero norms."""
+    all_norms = np.concatenate([values.ravel() for values in norms])
+    threshold = np.percentile(all_norms[all_norms > 0], 100 * prune_fraction)
+    if inclusive:
+        return [values <= threshold for values in norms]
+    return [values < threshold for values in norms]
+
+
+# ============================================================================================
+# Dead channels
+# ============================================================================================
+
+def _channel_state(graph):
+    """(all_inputs_pruned, dead) bool arrays over nodes.
+
+    A channel whose incoming convolutions are all pruned has its bias / BatchNorm pruned; it is
+    dead (its outgoing convolutions carry nothing) unless a skip edge brings a live channel into it.
+    """
+    has_conv_input = np.zeros(graph.num_nodes, dtype=bool)
+    live_conv_input = np.zeros(graph.num_nodes, dtype=bool)
+    for layer in graph.layers:
+        has_conv_input[layer.out_nodes] = True
+        live_conv_input[layer.out_nodes] |= kernel_alive(layer).any(axis=1)
+    all_inputs_pruned = has_conv_input & ~live_conv_input
+    dead = all_inputs_pruned.copy()
+    skip_into, skip_from = graph.skip_edges[:, 0], graph.skip_edges[:, 1]
+    while True:
+        revived = dead[skip_into] & ~dead[skip_from]
+        if not revived.any():
+            return all_inputs_pruned, dead
+        dead[skip_into[revived]] = False
+
+
+def prune_channel_params(graph, channels):
+    """Prune the bias / BatchNorm entries of the given channels (bool array over nodes)."""
+    keeps = {}
+    for layer in graph.layers:
+        dying = channels[layer.out_nodes]
+        if not dying.any():
+            continue
+        for module, name, entries in layer.channel_params:
+            key = (id(module), name)
+            if key not in keeps:
+                keeps[key] = (module, name, torch.ones(getattr(module, name).shape, dtype=torch.bool))
+            keeps[key][2][entries[dying]] = False
+    for module, name, keep in keeps.values():
+        apply_mask(module, name, keep)
+
+
+def prune_dead_channel_params(graph):
+    """Prune the bias / BatchNorm of every channel whose incoming convolutions are all pruned."""
+    all_inputs_pruned, _ = _channel_state(graph)
+    prune_channel_params(graph, all_inputs_pruned)
+
+
+def prune_redundant(graph):
+    """Redundancy pruning: prune the outgoing convolutions and the bias / BatchNorm of dead
+    channels, until nothing changes."""
+    while True:
+        all_inputs_pruned, dead = _channel_state(graph)
+        changed = False
+        for layer in graph.layers:
+            redundant = kernel_alive(layer) & dead[layer.in_nodes][None, :]
+            if redundant.any():
+                prune_kernels(layer, redundant)
+                changed = True
+        if not changed:
+            prune_channel_params(graph, all_inputs_pruned)
+            return
+
+
+# ============================================================================================
+# One pruning step
+# ============================================================================================
+
+def _check_keep_fraction(tot_perc):
+    if not 0 < tot_perc <= 1:
+        raise ValueError(f"tot_perc is the fraction of convolutions to keep and must lie in (0, 1], got {tot_perc}")
+
+
+def prune_step(graph, tot_perc, select, Redun=True, verbose=False, label="pruning"):
+    """Prune ``graph`` so that a fraction ``tot_perc`` of its convolutions stays, in the spec's order.
+
+    ``select(prune_fraction) -> list of (out, in) bool arrays`` chooses what to prune now; it is
+    called after the optional redundancy pass, so it sees the current masks.
+    """
+    _check_keep_fraction(tot_perc)
+    already_pruned = fraction_pruned(graph)
+    if already_pruned >= 1 - tot_perc:
+        if verbose:
+            print(f"{label}: {already_pruned:.4f} already pruned, nothing to do for keep fraction {tot_perc}")
+        return
+    prune_fraction = 1 - tot_perc / (1 - already_pruned)
+    pruned_before = any(hasattr(layer.module, layer.name + "_mask") for layer in graph.layers)
+    if pruned_before and Redun:
+        prune_redundant(graph)
+    for layer, to_prune in zip(graph.layers, select(prune_fraction)):
+        prune_kernels(layer, to_prune)
+    if Redun:
+        prune_redundant(graph)
+    else:
+        prune_dead_channel_params(graph)
+    if verbose:
+        print(f"{label}: pruned {prune_fraction:.4f} of what was left; "
+              f"now {fraction_pruned(graph):.4f} of the convolutions pruned")
+
+
+def _lean(graph, fourier_size):
+    return lambda fraction: lean_selection(graph, fraction, layer_norms(graph, "sv", fourier_size))
+
+
+def _individual(graph, norm, fourier_size, inclusive=False):
+    return lambda fraction: threshold_selection(fraction, layer_norms(graph, norm, fourier_size), inclusive)
+
+
+# ============================================================================================
+# MS-D
+# ============================================================================================
+
+def LEAN_SV_MSD(model, tot_perc, Redun=True, verbose=False):
+    """LEAN on an MS-D network, final 1x1 layer included."""
+    graph = norm_graph.msd_channel_graph(model)
+    prune_step(graph, tot_perc, _lean(graph, MSD_FOURIER_SIZE), Redun, verbose, "LEAN_SV_MSD")
+    return model
+
+
+def LEAN_SV_MSD_3x3(model, tot_perc, Redun=True, verbose=False):
+    """LEAN on the 3x3 layers of an MS-D network (the paper's experiments)."""
+    graph = norm_graph.msd_channel_graph(model, include_final_layer=False)
+    prune_step(graph, tot_perc, _lean(graph, MSD_FOURIER_SIZE), Redun, verbose, "LEAN_SV_MSD_3x3")
+    return model
+
+
+def IndivSV_Global_MSD(model, tot_perc, Redun=True, verbose=False):
+    graph = norm_graph.msd_channel_graph(model)
+    prune_step(graph, tot_perc, _individual(graph, "sv", MSD_FOURIER_SIZE), Redun, verbose, "IndivSV_Global_MSD")
+    return model
+
+
+def IndivSV_Global_MSD_3x3(model, tot_perc, Redun=True, verbose=False):
+    graph = norm_graph.msd_channel_graph(model, include_final_layer=False)
+    prune_step(graph, tot_perc, _individual(graph, "sv", MSD_FOURIER_SIZE), Redun, verbose,
+               "IndivSV_Global_MSD_3x3")
+    return model
+
+
+def IndivL1_Global_MSD(model, tot_perc, Redun=True, verbose=False):
+    graph = norm_graph.msd_channel_graph(model)
+    prune_step(graph, tot_perc, _individual(graph, "l1", MSD_FOURIER_SIZE), Redun, verbose, "IndivL1_Global_MSD")
+    return model
+
+
+def IndivL1_Global_MSD_3x3(model, tot_perc, Redun=True, verbose=False):
+    graph = norm_graph.msd_channel_graph(model, include_final_layer=False)
+    prune_step(graph, tot_perc, _individual(graph, "l1", MSD_FOURIER_SIZE), Redun, verbose,
+               "IndivL1_Global_MSD_3x3")
+    return model
+
+
+def prune_biases_MSD(model):
+    """Prune the bias of every MS-D channel whose incoming convolutions are all pruned."""
+    prune_dead_channel_params(norm_graph.msd_channel_graph(model))
+
+
+def prune_biases_MSD3x3(model):
+    prune_dead_channel_params(norm_graph.msd_channel_graph(model, include_final_layer=False))
+
+
+def Prune_Redundant_Convolutions_MSD(model):
+    prune_redundant(norm_graph.msd_channel_graph(model))
+
+
+def Prune_Redundant_Convolutions_MSD3x3(model):
+    prune_redundant(norm_graph.msd_channel_graph(model, include_final_layer=False))
+
+
+# ============================================================================================
+# FCN-ResNet50
+# ============================================================================================
+
+def LEAN_SV_ResNet50(model, tot_perc, Redun=True, verbose=False):
+    """LEAN on FCN-ResNet50: BatchNorm-scaled spectral norms (n = 7), unprunable identity skips."""
+    graph = norm_graph.resnet50_channel_graph(model)
+    prune_step(graph, tot_perc, _lean(graph, RESNET_FOURIER_SIZE), Redun, verbose, "LEAN_SV_ResNet50")
+    return model
+
+
+def IndivSV_Global_ResNet50(model, tot_perc, Redun=True, verbose=False):
+    graph = norm_graph.resnet50_channel_graph(model)
+    prune_step(graph, tot_perc, _individual(graph, "sv", RESNET_FOURIER_SIZE, inclusive=True), Redun, verbose,
+               "IndivSV_Global_ResNet50")
+    return model
+
+
+def IndivL1_Global_ResNet50(model, tot_perc, Redun=True, verbose=False):
+    graph = norm_graph.resnet50_channel_graph(model)
+    prune_step(graph, tot_perc, _individual(graph, "l1", RESNET_FOURIER_SIZE), Redun, verbose,
+               "IndivL1_Global_ResNet50")
+    return model
+
+
+def prune_batchnorms_ResNet50(model):
+    """Prune the BatchNorm weight and bias of every channel whose incoming convolutions are all pruned."""
+    prune_dead_channel_params(norm_graph.resnet50_channel_graph(model))
+
+
+def Prune_Redundant_Convolutions_ResNet50(model):
+    prune_redundant(norm_graph.resnet50_channel_graph(model))
