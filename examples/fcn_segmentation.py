@@ -1,0 +1,125 @@
+"""An FCN-ResNet50 segmentation model with the MS-D model's training surface (learn, validate,
+save, load), so the pruning example treats both architectures alike.
+
+Checkpoints are ``{"epoch", "state_dict", "optimizer"}`` like the MS-D ones, written atomically;
+pruned ones keep torch.nn.utils.prune's ``weight_orig``/``weight_mask`` and load back pruned.
+"""
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import _paths  # noqa: F401  (makes the repository importable from a checkout)
+import fcn_resnet
+import msd
+from _atomic import write_atomically
+
+# a narrow network of FCN-ResNet50's layout, for --quick runs and tests
+NARROW_SHAPE = dict(blocks_per_layer=(1, 1, 1, 1), layer_widths=(4, 8, 8, 8), stem_channels=8)
+
+
+class FCNSegmentationModel:
+    """``net`` (fcn_resnet.fcn_resnet50) trained with Adam on pixel-wise cross-entropy."""
+
+    def __init__(self, num_classes, in_channels=1, device=None, **backbone_shape):
+        self.device = msd.resolve_device(device)
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.shape_note = "narrow" if backbone_shape else "full-size"
+        self.net = fcn_resnet.fcn_resnet50(num_classes, in_channels, **backbone_shape).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters())
+        self.criterion = nn.CrossEntropyLoss()
+
+    def _batch(self, input, target):
+        target = target.to(self.device).long()
+        if target.dim() == 4:
+            target = target.squeeze(1)
+        return input.to(self.device, torch.float32), target
+
+    def learn(self, input, target):
+        """One Adam step on one batch (training mode: BatchNorm statistics update); the loss before it."""
+        self.net.train()
+        input, target = self._batch(input, target)
+        loss = self.criterion(self.net(input)["out"], target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def validate(self, dataloader):
+        """Mean loss per batch in evaluation mode."""
+        if len(dataloader) == 0:
+            raise ValueError("validate: the dataloader is empty")
+        self.net.eval()
+        total = 0.0
+        with torch.no_grad():
+            for input, target in dataloader:
+                input, target = self._batch(input, target)
+                total += self.criterion(self.net(input)["out"], target).item()
+        return total / len(dataloader)
+
+    def save(self, path, epoch):
+        state = {"epoch": int(epoch), "state_dict": self.net.state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
+        write_atomically(path, lambda temporary: torch.save(state, temporary))
+
+    def load(self, path):
+        """Load a checkpoint written by :meth:`save` (pruned or not); returns its epoch."""
+        state = _read_checkpoint(path, self.device)
+        state_dict = state["state_dict"]
+        self._check_fits(path, state_dict)
+        _recreate_masks(self.net, state_dict)
+        try:
+            self.net.load_state_dict(state_dict)
+        except RuntimeError as error:
+            raise ValueError(f"{path}: state_dict does not fit this model: {error}") from None
+        if state.get("optimizer") is not None:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError) as error:
+                raise ValueError(f"{path}: optimizer state does not fit this model: {error}") from None
+        return int(state["epoch"])
+
+    def _check_fits(self, path, state_dict):
+        """ValueError naming the first differences when ``state_dict`` holds another architecture."""
+        expected = {_plain(k): v.shape for k, v in self.net.state_dict().items() if not k.endswith("_mask")}
+        found = {_plain(k): v.shape for k, v in state_dict.items() if not k.endswith("_mask")}
+        missing = [k for k in expected if k not in found]
+        unexpected = [k for k in found if k not in expected]
+        wrong_shape = [f"{k} {tuple(found[k])} instead of {tuple(shape)}"
+                       for k, shape in expected.items() if k in found and found[k] != shape]
+        if missing or unexpected or wrong_shape:
+            details = [f"{len(items)} {what} (e.g. {items[0]})" for items, what in
+                       ((missing, "missing keys"), (unexpected, "unexpected keys"), (wrong_shape, "shape mismatches"))
+                       if items]
+            raise ValueError(f"{path}: not a checkpoint of this {self.shape_note} FCN-ResNet50 "
+                             f"({self.in_channels} input channel(s), {self.num_classes} classes): "
+                             + "; ".join(details))
+
+
+def _plain(key):
+    return key[:-len("_orig")] if key.endswith("_orig") else key
+
+
+def _read_checkpoint(path, device):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or "state_dict" not in state or "epoch" not in state:
+        raise ValueError(f"{path}: expected a dict with keys 'epoch', 'state_dict', 'optimizer'")
+    return state
+
+
+def _recreate_masks(net, state_dict):
+    """Give ``net`` a torch.nn.utils.prune mask for every ``<name>_mask`` in ``state_dict``."""
+    modules = dict(net.named_modules())
+    for key, mask in state_dict.items():
+        if key.endswith("_mask"):
+            module_name, _, name = key[:-len("_mask")].rpartition(".")
+            module = modules[module_name]
+            if not hasattr(module, name + "_orig"):
+                prune.custom_from_mask(module, name, mask)

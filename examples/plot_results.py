@@ -1,0 +1,127 @@
+"""Table and plot of a pruning experiment: test accuracy against the kept fraction, one line per method.
+
+    python examples/plot_results.py examples/results/results.csv [--out DIR]
+
+Reads the ``results.csv`` written by prune_example_msd.py / prune_example_resnet50.py and writes,
+next to it (or into ``--out``), ``results.md`` (a markdown table, one row per pruning step) and
+``accuracy_vs_kept.svg`` / ``.png`` (log x-axis). Needs no torch.
+"""
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import _paths  # noqa: F401  (makes the repository importable from a checkout)
+from _atomic import write_atomically
+
+RESULT_FIELDS = ("method", "step", "target_kept", "kept_fraction", "test_accuracy", "train_loss",
+                 "seconds", "model_file")
+TABLE_NAME = "results.md"
+PLOT_STEM = "accuracy_vs_kept"
+METHOD_ORDER = ("LEAN", "indivL1", "indivSV")
+
+
+def read_results(csv_path):
+    """{method: [row, ...] sorted by step}; numbers parsed. ValueError for a file of another layout."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"results file not found: {csv_path}")
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [f for f in RESULT_FIELDS if f not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path}: not a pruning results file (missing columns {missing})")
+        results = {}
+        for line_number, row in enumerate(reader, start=2):
+            try:
+                parsed = dict(row, step=int(row["step"]),
+                              **{k: float(row[k]) for k in ("target_kept", "kept_fraction", "test_accuracy")})
+            except (TypeError, ValueError):
+                raise ValueError(f"{csv_path}, line {line_number}: malformed row {row}") from None
+            results.setdefault(row["method"], []).append(parsed)
+    if not results:
+        raise ValueError(f"{csv_path}: holds no results yet")
+    for rows in results.values():
+        rows.sort(key=lambda r: r["step"])
+    return dict(sorted(results.items(), key=lambda item: _method_rank(item[0])))
+
+
+def _method_rank(method):
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def markdown_table(results):
+    """One row per step: the schedule's target, then each method's measured kept fraction and accuracy."""
+    from prettytable import PrettyTable
+    try:
+        from prettytable import TableStyle
+        markdown = TableStyle.MARKDOWN
+    except ImportError:  # prettytable < 3.12
+        from prettytable import MARKDOWN as markdown
+    table = PrettyTable()
+    table.set_style(markdown)
+    methods = list(results)
+    table.field_names = ["step", "target kept"] + [f"{m} {what}" for m in methods for what in ("kept", "acc")]
+    by_step = {}
+    for method, rows in results.items():
+        for row in rows:
+            by_step.setdefault((row["step"], row["target_kept"]), {})[method] = row
+    for (step, target), cells in sorted(by_step.items()):
+        line = [step, f"{target:.4f}"]
+        for method in methods:
+            row = cells.get(method)
+            line += ["", ""] if row is None else [f"{row['kept_fraction']:.4f}", f"{row['test_accuracy']:.4f}"]
+        table.add_row(line)
+    table.align = "r"
+    return table.get_string() + "\n"
+
+
+def plot_accuracy(results, paths, title="Test accuracy while pruning"):
+    """Accuracy against the measured kept fraction (log x), one line per method; saved to every path."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    for method, rows in results.items():
+        axes.plot([r["kept_fraction"] for r in rows], [r["test_accuracy"] for r in rows],
+                  marker="o", markersize=3, label=method)
+    axes.set_xscale("log")
+    axes.set_xlabel("fraction of convolutions kept")
+    axes.set_ylabel("test pixel accuracy")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    for path in paths:
+        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=150))
+
+
+def write_summary(csv_path, out_dir=None, title="Test accuracy while pruning"):
+    """Write the table and the plots of ``csv_path`` into ``out_dir`` (its folder by default)."""
+    csv_path = Path(csv_path)
+    out_dir = csv_path.parent if out_dir is None else Path(out_dir)
+    results = read_results(csv_path)
+    table = markdown_table(results)
+    written = [write_atomically(out_dir / TABLE_NAME, lambda temporary: temporary.write_text(table))]
+    plots = [out_dir / f"{PLOT_STEM}.svg", out_dir / f"{PLOT_STEM}.png"]
+    plot_accuracy(results, plots, title)
+    return written + plots
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_csv", type=Path, help="results.csv of a pruning run")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the CSV's folder)")
+    parser.add_argument("--title", default="Test accuracy while pruning", help="plot title")
+    args = parser.parse_args(argv)
+    try:
+        written = write_summary(args.results_csv, args.out, args.title)
+    except (OSError, ValueError) as error:
+        print(f"plot_results.py: {error}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The pruning experiment shared by prune_example_msd.py and prune_example_resnet50.py.
+
+One run evaluates the start model, then, for every requested method and always from the same
+start model: ``steps`` times prune to the kept fraction ``ratio ** (step / steps)``, fine-tune
+``epochs`` epochs, measure the test pixel accuracy, save the pruned model (atomically) and append
+a row to ``results.csv``; the table and plot (plot_results.py) are rewritten after each method.
+The architecture-specific parts come from a :class:`PruningSetup`.
+"""
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import _paths
+import generate_example_data
+import plot_results
+from train_example_msd import cs_dataset
+
+METHODS = ("lean", "indivL1", "indivSV")
+# how each method is named in the pruned models' file names and in results.csv (the reference's)
+METHOD_LABELS = {"lean": "LEAN", "indivL1": "indivL1", "indivSV": "indivSV"}
+RESULTS_CSV = "results.csv"
+QUICK_DIR = _paths.EXAMPLES_DIR / "quick"
+QUICK_DATA = dict(counts={"train": 20, "val": 5, "test": 5}, size=64)
+# defaults of the flags left at None, per mode; the scripts add their architecture's own
+FULL_DEFAULTS = dict(method="lean", steps=15, epochs=3, data=_paths.EXAMPLES_DIR / "data")
+# one thread: tiny tensors gain nothing from more, and on a busy machine OpenMP threads that
+# wait for each other make a small network many times slower
+QUICK_DEFAULTS = dict(method="all", steps=3, epochs=1, train_epochs=2, threads=1, data=QUICK_DIR / "data")
+
+
+class UsageError(ValueError):
+    """A flag value the user must change; reported as one line, exit status 2."""
+
+
+class PruningSetup:
+    """What an example script supplies for its architecture (the experiment loop is shared)."""
+
+    title = "Test accuracy while pruning"
+
+    def load_model(self, path=None):
+        """The start model (``path`` None) or a pruned checkpoint, ready to fine-tune."""
+        raise NotImplementedError
+
+    def prune(self, method, model, kept):
+        """One pruning step of ``method`` (a key of METHODS) to the overall kept fraction ``kept``."""
+        raise NotImplementedError
+
+    def kept_fraction(self, model):
+        """Fraction of the prunable convolutions whose mask is not all zero."""
+        raise NotImplementedError
+
+    def learn(self, model, input, target):
+        """One optimiser step on one batch; returns the batch loss."""
+        raise NotImplementedError
+
+    def accuracy(self, model):
+        """Pixel accuracy on the test set."""
+        raise NotImplementedError
+
+    def save(self, model, path, epoch):
+        """Write ``{"epoch", "state_dict", "optimizer"}`` to ``path`` atomically."""
+        raise NotImplementedError
+
+    def file_name(self, label, target_kept, accuracy):
+        raise NotImplementedError
+
+
+# ================================================================================== flags
+
+def add_arguments(parser):
+    """The flags both pruning scripts share; defaults None are filled by :func:`fill_defaults`."""
+    parser.add_argument("--method", choices=METHODS + ("all",), default=None,
+                        help="pruning method, or all three from the same start model (default: lean; "
+                             "--quick: all)")
+    parser.add_argument("--ratio", type=float, default=0.05,
+                        help="final fraction of convolutions kept, in (0, 1] (default 0.05)")
+    parser.add_argument("--steps", type=int, default=None, help="pruning steps (default 15; --quick: 3)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fine-tuning epochs after each step (default 3; --quick: 1)")
+    parser.add_argument("--model", type=Path, default=None, help="the trained start model")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="CS data folder made by generate_example_data.py (default: examples/data)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the pruned models (default: examples/pruned_models)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder for results.csv, results.md and accuracy_vs_kept.svg/.png")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="fine-tune on the first N training images only (default: all)")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="measure accuracy on the first N test images only (default: all)")
+    parser.add_argument("--batch-size", type=int, default=5, help="batch size (default 5)")
+    parser.add_argument("--train-epochs", type=int, default=None,
+                        help="epochs to train the start model when it has to be trained first")
+    parser.add_argument("--size", type=int, default=QUICK_DATA["size"],
+                        help="image side of the data --quick generates (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data order and initialisation (0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run recorded in --results/results.csv instead of starting over")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quick", action="store_true",
+                        help="self-contained smoke run: small generated data, a small network trained "
+                             "if missing, few steps; everything under examples/quick/ unless given")
+
+
+def fill_defaults(args, full, quick):
+    """Replace the flags left at None by the ``quick`` or the ``full`` defaults (dicts by flag name)."""
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value(args) if callable(value) else value)
+    return args
+
+
+def check_arguments(args):
+    """Raise UsageError for flag values no run can use."""
+    if not (0 < args.ratio <= 1) or math.isnan(args.ratio):
+        raise UsageError(f"--ratio is the final fraction of convolutions kept and must lie in (0, 1], "
+                         f"got {args.ratio}")
+    at_least = {"--steps": (args.steps, 1), "--epochs": (args.epochs, 0), "--batch-size": (args.batch_size, 1),
+                "--train-images": (args.train_images, 1), "--test-images": (args.test_images, 1),
+                "--train-epochs": (args.train_epochs, 1), "--threads": (args.threads, 1),
+                "--depth": (getattr(args, "depth", None), 1)}
+    for flag, (value, low) in at_least.items():
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be at least {low}, got {value}")
+    if args.size < 32:
+        raise UsageError(f"--size must be at least 32 (CS shapes are size // 8 wide), got {args.size}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but CUDA is not available (use --device auto or cpu)")
+
+
+def kept_schedule(ratio, steps):
+    """Kept fraction after each step: ratio ** (step / steps), i.e. exp(log(ratio) / steps) per step."""
+    return [ratio ** (step / steps) for step in range(1, steps + 1)]
+
+
+def selected_methods(method):
+    return list(METHODS) if method == "all" else [method]
+
+
+# ================================================================================== data
+
+def has_cs_images(data_dir):
+    """Whether every split of ``data_dir`` holds noisy and label TIFFs."""
+    return all(any((Path(data_dir) / split / kind).glob("*.tif*"))
+               for split in generate_example_data.SPLITS for kind in ("noisy", "label"))
+
+
+def ensure_quick_data(data_dir, size, seed, quiet):
+    """Generate the small CS set of --quick into ``data_dir`` unless it already holds images."""
+    if has_cs_images(data_dir):
+        return
+    counts = QUICK_DATA["counts"]
+    print(f"generating {sum(counts.values())} CS images of {size}x{size} into {data_dir}")
+    progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc="CS images", leave=False))
+    generate_example_data.generate_example_data(data_dir, counts, size, seed, progress)
+
+
+def cs_split(data_dir, split, limit=None):
+    """One split of the CS data; a clear FileNotFoundError when the folder holds no images."""
+    try:
+        return cs_dataset(Path(data_dir), split, limit)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"data folder {data_dir} holds no CS {split} images ({error}); make them with "
+            f"python examples/generate_example_data.py --out {data_dir}") from None
+
+
+def cs_loaders(args):
+    """(fine-tuning loader, test loader) over the CS data of ``args``."""
+    train_set = cs_split(args.data, "train", args.train_images)
+    test_set = cs_split(args.data, "test", args.test_images)
+    return (DataLoader(train_set, batch_size=args.batch_size, shuffle=True),
+            DataLoader(test_set, batch_size=args.batch_size, shuffle=False))
+
+
+# ================================================================================== results
+
+class ResultsLog:
+    """results.csv, appended row by row (each row flushed), so an interrupted run keeps its steps."""
+
+    def __init__(self, path, resume=False):
+        self.path = Path(path)
+        self.rows = []
+        if resume and self.path.is_file():
+            with open(self.path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                if tuple(reader.fieldnames or ()) != plot_results.RESULT_FIELDS:
+                    raise ValueError(f"{self.path}: not a results file of this script; cannot resume")
+                self.rows = list(reader)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", newline="") as handle:
+                csv.writer(handle, lineterminator="\n").writerow(plot_results.RESULT_FIELDS)
+
+    def rows_of(self, label):
+        return [row for row in self.rows if row["method"] == label]
+
+    def append(self, **row):
+        values = {field: row.get(field, "") for field in plot_results.RESULT_FIELDS}
+        with open(self.path, "a", newline="") as handle:
+            csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n").writerow(values)
+        self.rows.append({k: str(v) for k, v in values.items()})
+
+
+def _resume_point(log, label, schedule, out_dir):
+    """(next step, checkpoint to continue from or None) from the rows ``log`` holds for ``label``."""
+    rows = log.rows_of(label)
+    for row in rows:
+        step = int(row["step"])
+        if step > len(schedule) or (step > 0 and abs(float(row["target_kept"]) - schedule[step - 1]) > 1e-6):
+            raise ValueError(f"{log.path}: {label} step {step} was run with another --ratio/--steps; "
+                             f"rerun without --resume or with the earlier flags")
+    if not rows:
+        return 0, None
+    last = max(rows, key=lambda row: int(row["step"]))
+    step = int(last["step"])
+    if step == 0:
+        return 1, None
+    checkpoint = Path(out_dir) / last["model_file"]
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"cannot resume {label}: its last pruned model {checkpoint} is missing")
+    return step + 1, checkpoint
+
+
+# ================================================================================== the loop
+
+def fine_tune(setup, model, loader, epochs, quiet, description):
+    """``epochs`` passes of Adam over ``loader``; the mean batch loss of the last epoch (nan if none)."""
+    mean_loss = float("nan")
+    for epoch in range(1, epochs + 1):
+        losses = [setup.learn(model, input, target)
+                  for input, target in tqdm(loader, desc=f"{description} epoch {epoch}/{epochs}",
+                                            leave=False, disable=True if quiet else None)]
+        mean_loss = sum(losses) / len(losses)
+    return mean_loss
+
+
+def run_experiment(setup, args, train_loader):
+    """Prune with every selected method, recording each step; returns the results.csv path."""
+    schedule = kept_schedule(args.ratio, args.steps)
+    log = ResultsLog(Path(args.results) / RESULTS_CSV, resume=args.resume)
+    print(f"pruning to {args.ratio} kept in {args.steps} steps: {100 * (1 - schedule[0]):.2f} % of the "
+          f"remaining convolutions each step, {args.epochs} fine-tuning epoch(s) per step")
+    start_row = None
+    for method in selected_methods(args.method):
+        label = METHOD_LABELS[method]
+        first_step, checkpoint = _resume_point(log, label, schedule, args.out) if args.resume else (0, None)
+        if first_step > args.steps:
+            print(f"{label}: all {args.steps} steps already in {log.path}")
+            continue
+        model = setup.load_model(checkpoint)
+        if first_step == 0:
+            start_row = start_row or _evaluate_start(setup, model, args.model)
+            log.append(method=label, **start_row)
+            first_step = 1
+        steps = tqdm(range(first_step, args.steps + 1), desc=label, disable=True if args.quiet else None)
+        for step in steps:
+            row = _pruning_step(setup, args, method, model, step, schedule[step - 1], train_loader)
+            log.append(**row)
+            steps.write(f"{label} step {step}/{args.steps}: kept {float(row['kept_fraction']):.4f} (target "
+                        f"{float(row['target_kept']):.4f}), test accuracy {float(row['test_accuracy']):.4f}, "
+                        f"{row['seconds']} s, saved {row['model_file']}")
+        plot_results.write_summary(log.path, title=setup.title)
+    print(f"results: {log.path} (table and plot next to it); pruned models in {args.out}")
+    return log.path
+
+
+def _evaluate_start(setup, model, model_path):
+    """The results row of the unpruned start model (step 0)."""
+    started = time.perf_counter()
+    accuracy = setup.accuracy(model)
+    print(f"start model {model_path}: test accuracy {accuracy:.4f}")
+    return dict(step=0, target_kept=f"{1:.6f}", kept_fraction=f"{setup.kept_fraction(model):.6f}",
+                test_accuracy=f"{accuracy:.6f}", seconds=f"{time.perf_counter() - started:.1f}",
+                model_file=str(model_path))
+
+
+def _pruning_step(setup, args, method, model, step, target, train_loader):
+    """Prune to ``target`` kept, fine-tune, evaluate and save; returns the results row."""
+    started = time.perf_counter()
+    label = METHOD_LABELS[method]
+    torch.manual_seed(args.seed + step)  # the same data order for every method, also on resume
+    setup.prune(method, model, target)
+    loss = fine_tune(setup, model, train_loader, args.epochs, args.quiet, f"{label} step {step}")
+    accuracy = setup.accuracy(model)
+    name = setup.file_name(label, target, accuracy)
+    setup.save(model, Path(args.out) / name, epoch=step * args.epochs)
+    return dict(method=label, step=step, target_kept=f"{target:.6f}",
+                kept_fraction=f"{setup.kept_fraction(model):.6f}", test_accuracy=f"{accuracy:.6f}",
+                train_loss="" if math.isnan(loss) else f"{loss:.6f}",
+                seconds=f"{time.perf_counter() - started:.1f}", model_file=name)
+
+
+def report_errors(prog, main, argv=None):
+    """Run ``main(argv)``; bad input becomes one line on stderr and a non-zero exit status."""
+    try:
+        main(argv)
+    except UsageError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"{prog}: {' '.join(str(error).split())[:600]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; the steps done are saved, continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def set_threads(threads):
+    if threads:
+        torch.set_num_threads(threads)
+
