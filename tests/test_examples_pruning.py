@@ -1,0 +1,243 @@
+"""The pruning examples end to end (examples/prune_example_msd.py, prune_example_resnet50.py):
+--quick runs with their saved models and results, resuming, the plot entry, and bad input."""
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import msd
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
+import fcn_segmentation  # noqa: E402
+import generate_example_data  # noqa: E402
+import plot_results  # noqa: E402
+import prune_example_msd  # noqa: E402
+import prune_example_resnet50  # noqa: E402
+import pruning_experiment  # noqa: E402
+
+LABELS = ("LEAN", "indivL1", "indivSV")
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quick_data(tmp_path_factory):
+    """The CS set --quick generates (20/5/5 images of 64 x 64), made once for the module."""
+    folder = tmp_path_factory.mktemp("cs")
+    generate_example_data.generate_example_data(folder, pruning_experiment.QUICK_DATA["counts"], 64)
+    return folder
+
+
+def run_in_process(script, argv, capsys):
+    """Run a script's main as its command line does; returns (exit status, stdout, stderr)."""
+    status = pruning_experiment.report_errors(script.PROG, script.main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def quick_flags(tmp_path, data, model_name):
+    return ["--quick", "--quiet", "--data", data, "--model", tmp_path / model_name,
+            "--out", tmp_path / "pruned", "--results", tmp_path / "results"]
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def check_schedule_and_files(rows, pruned_dir, pattern):
+    """Rows: each method's steps 0..3 on 0.05 ** (step / 3), one start accuracy; files named as the rows."""
+    assert [(r["method"], int(r["step"])) for r in rows] == [(m, s) for m in LABELS for s in range(4)]
+    assert len({r["test_accuracy"] for r in rows if r["step"] == "0"}) == 1
+    names = sorted(p.name for p in pruned_dir.iterdir())
+    assert names == sorted(r["model_file"] for r in rows if r["step"] != "0")
+    for row in rows:
+        step = int(row["step"])
+        assert float(row["target_kept"]) == pytest.approx(0.05 ** (step / 3), abs=1e-6)
+        if step:
+            match = re.fullmatch(pattern, row["model_file"])
+            assert match, row["model_file"]
+            assert match["method"] == row["method"]
+            assert match["ratio"] == f"{0.05 ** (step / 3):.4f}"
+            assert match["acc"] == f"{float(row['test_accuracy']):.4f}"
+    for label in LABELS:
+        kept = [float(r["kept_fraction"]) for r in rows if r["method"] == label]
+        assert kept[0] == 1 and all(a >= b for a, b in zip(kept, kept[1:])) and kept[-1] < 0.2
+
+
+def kept_kernels(module, name):
+    """(out, in) bools: kernels whose stored mask is not all zero (all kept when never pruned)."""
+    mask = getattr(module, name + "_mask", None)
+    if mask is None:
+        mask = torch.ones_like(getattr(module, name))
+    return mask.reshape(mask.shape[0], mask.shape[1], -1).any(-1)
+
+
+def pixel_accuracy(net, data):
+    """Pixel accuracy on the test TIFFs, read directly, argmax over the classes."""
+    correct = total = 0
+    net.eval()
+    for noisy_path in sorted((data / "test" / "noisy").glob("*.tiff")):
+        image = torch.from_numpy(tifffile.imread(noisy_path)).float()[None, None]
+        label = torch.from_numpy(tifffile.imread(data / "test" / "label" / noisy_path.name).astype(np.int64))
+        with torch.no_grad():
+            scores = net(image)
+        scores = scores["out"] if isinstance(scores, dict) else scores
+        correct += int((scores[0].argmax(0) == label).sum())
+        total += label.numel()
+    return correct / total
+
+
+def test_msd_quick_run_saves_every_step_and_resumes_identically(tmp_path, quick_data, capsys):
+    flags = quick_flags(tmp_path, quick_data, "msd_d10.torch")
+    status, out, err = run_in_process(prune_example_msd, flags, capsys)
+    assert status == 0, err
+    assert (tmp_path / "msd_d10.torch").is_file()            # trained first: it was missing
+    results = tmp_path / "results"
+    rows = read_rows(results / "results.csv")
+    check_schedule_and_files(rows, tmp_path / "pruned",
+                             r"msd_network_(?P<method>\w+)_d=10_ratio=(?P<ratio>\d\.\d{4})_acc=(?P<acc>\d\.\d{4})\.torch")
+    for row in rows[1:]:
+        model = msd.MSDSegmentationModel(1, 5, 10, 1, device="cpu")
+        model.load(tmp_path / "pruned" / row["model_file"])
+        block = model.msd.msd_block
+        kept = sum(int(kept_kernels(block, f"weight{k}").sum()) for k in range(10)) / sum(range(1, 11))
+        assert kept == pytest.approx(float(row["kept_fraction"]), abs=1e-6)
+        assert not hasattr(model.msd.final_layer.linear, "weight_mask")     # 3x3 variants only
+        assert pixel_accuracy(model.net, quick_data) == pytest.approx(float(row["test_accuracy"]), abs=1e-6)
+
+    table = (results / "results.md").read_text().splitlines()
+    assert table[0].split("|")[1:-1] == [f" {h} " for h in ["step", "target kept", "LEAN kept", "LEAN acc",
+                                                            "indivL1 kept", "indivL1 acc", "indivSV kept",
+                                                            "indivSV acc"]]
+    assert len(table) == 2 + 4
+    assert (results / "accuracy_vs_kept.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (results / "accuracy_vs_kept.svg").read_bytes()[:500]
+
+    # an interrupted run: the last step of the last method is lost; --resume redoes just that step
+    last = rows[-1]
+    (tmp_path / "pruned" / last["model_file"]).unlink()
+    with open(results / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows[:-1])
+    status, out, err = run_in_process(prune_example_msd, flags + ["--resume"], capsys)
+    assert status == 0, err
+    assert "LEAN: all 3 steps already" in out
+    resumed = read_rows(results / "results.csv")
+    assert len(resumed) == len(rows)
+    ignore_time = lambda row: {k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
+    assert ignore_time(resumed[-1]) == ignore_time(last)
+    assert (tmp_path / "pruned" / last["model_file"]).is_file()
+
+
+def test_resnet_quick_run_prunes_every_convolution_of_a_narrow_fcn(tmp_path, quick_data, capsys):
+    status, out, err = run_in_process(prune_example_resnet50, quick_flags(tmp_path, quick_data, "fcn.torch"),
+                                      capsys)
+    assert status == 0, err
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    check_schedule_and_files(rows, tmp_path / "pruned",
+                             r"fcn_resnet50_(?P<method>\w+)_ratio=(?P<ratio>\d\.\d{4})_acc=(?P<acc>\d\.\d{4})\.torch")
+    for row in (rows[1], rows[7]):
+        model = fcn_segmentation.FCNSegmentationModel(5, 1, "cpu", **fcn_segmentation.NARROW_SHAPE)
+        model.load(tmp_path / "pruned" / row["model_file"])
+        convs = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
+        kept = sum(int(kept_kernels(c, "weight").sum()) for c in convs) / sum(
+            c.out_channels * c.in_channels for c in convs)
+        assert kept == pytest.approx(float(row["kept_fraction"]), abs=1e-6)
+        assert pixel_accuracy(model.net, quick_data) == pytest.approx(float(row["test_accuracy"]), abs=1e-6)
+
+
+def test_kept_schedule_is_the_references_constant_factor_per_step():
+    ratio, steps = 0.05, 15
+    factor = np.exp(np.log(ratio) / steps)
+    np.testing.assert_allclose(pruning_experiment.kept_schedule(ratio, steps), factor ** np.arange(1, 16),
+                               rtol=1e-12)
+    assert pruning_experiment.kept_schedule(ratio, steps)[-1] == pytest.approx(ratio, rel=1e-15)
+
+
+@pytest.mark.parametrize("script", [prune_example_msd, prune_example_resnet50])
+@pytest.mark.parametrize("flags, message", [
+    (["--ratio", "0"], "--ratio is the final fraction of convolutions kept and must lie in (0, 1], got 0.0"),
+    (["--ratio", "1.5"], "must lie in (0, 1], got 1.5"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--epochs", "-1"], "--epochs must be at least 0, got -1"),
+])
+def test_bad_flags_give_one_line_and_status_2(script, flags, message, capsys):
+    status, out, err = run_in_process(script, flags, capsys)
+    assert status == 2
+    assert err.strip() == f"{script.PROG}: error: {err.strip().split(': error: ')[1]}"
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_model_is_reported_with_the_training_command(tmp_path, capsys):
+    status, out, err = run_in_process(prune_example_msd, ["--model", tmp_path / "none.torch"], capsys)
+    assert status == 1
+    assert "model file not found" in err and "train_example_msd.py --depth 50" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resnet_script_rejects_an_msd_checkpoint(tmp_path, quick_data, capsys):
+    checkpoint = tmp_path / "msd.torch"
+    msd.MSDSegmentationModel(1, 5, 4, 1, device="cpu").save(checkpoint, 0)
+    status, out, err = run_in_process(prune_example_resnet50, quick_flags(tmp_path, quick_data, "msd.torch"),
+                                      capsys)
+    assert status == 1
+    assert f"{checkpoint}: not a checkpoint of this narrow FCN-ResNet50 (1 input channel(s), 5 classes)" in err
+    assert "missing keys (e.g. backbone.conv1.weight)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
+
+
+def run_cli(args, cwd):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_from_the_examples_folder_rejects_a_model_of_another_depth(tmp_path):
+    checkpoint = tmp_path / "d8.torch"
+    msd.MSDSegmentationModel(1, 5, 8, 1, device="cpu").save(checkpoint, 0)
+    result = run_cli(["prune_example_msd.py", "--model", checkpoint, "--depth", "10",
+                      "--data", tmp_path / "no-data", "--out", tmp_path / "out", "--results", tmp_path / "res"],
+                     EXAMPLES)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"prune_example_msd.py: {checkpoint}: checkpoint holds an MS-D network with "
+                                    "c_in=1, num_labels=5, depth=8, width=1; this model expects c_in=1, "
+                                    "num_labels=5, depth=10, width=1")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_data_folder_without_images_is_reported_with_the_generator_command(tmp_path, capsys):
+    checkpoint = tmp_path / "d8.torch"
+    msd.MSDSegmentationModel(1, 5, 8, 1, device="cpu").save(checkpoint, 0)
+    (tmp_path / "empty").mkdir()
+    status, out, err = run_in_process(prune_example_msd, ["--model", checkpoint, "--depth", "8",
+                                                          "--data", tmp_path / "empty", "--results", tmp_path / "res"],
+                                      capsys)
+    assert status == 1
+    assert err.startswith(f"prune_example_msd.py: data folder {tmp_path / 'empty'} holds no CS train images")
+    assert f"generate_example_data.py --out {tmp_path / 'empty'}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_plot_entry_rejects_a_file_of_another_layout(tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text("method,step\nLEAN,1\n")
+    assert plot_results.main([str(other)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (f"plot_results.py: {other}: not a pruning results file (missing columns "
+                           "['target_kept', 'kept_fraction', 'test_accuracy', 'train_loss', 'seconds', 'model_file'])")
