@@ -75,7 +75,7 @@ class MSDPruning(experiment.PruningSetup):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    experiment.add_arguments(parser)
+    experiment.add_arguments(parser, "examples/trained_models/msd_network_d=<depth>.torch", "examples/results")
     parser.add_argument("--depth", type=int, default=None, help="MS-D depth of --model (default 50; --quick: 10)")
     parser.add_argument("--dilations", type=train_example_msd.parse_int_list, default=list(range(1, 11)),
                         help="dilation cycle of --model, e.g. 1-10 or 1,2,4,8 (default 1-10)")

@@ -82,7 +82,7 @@ class ResNetPruning(experiment.PruningSetup):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    experiment.add_arguments(parser)
+    experiment.add_arguments(parser, "examples/trained_models/fcn_resnet50_cs.torch, trained first if missing", "examples/results/resnet50")
     args = experiment.fill_defaults(parser.parse_args(argv), FULL_DEFAULTS, QUICK_DEFAULTS)
     experiment.check_arguments(args)
     return args

@@ -68,13 +68,15 @@ class PruningSetup:
         raise NotImplementedError
 
     def file_name(self, label, target_kept, accuracy):
+        """The pruned model's file name (the reference's pattern for its architecture)."""
         raise NotImplementedError
 
 
 # ================================================================================== flags
 
-def add_arguments(parser):
-    """The flags both pruning scripts share; defaults None are filled by :func:`fill_defaults`."""
+def add_arguments(parser, model_default, results_default):
+    """The flags both pruning scripts share; defaults None are filled by :func:`fill_defaults`
+    (``model_default``/``results_default``: how the script's defaults read in --help)."""
     parser.add_argument("--method", choices=METHODS + ("all",), default=None,
                         help="pruning method, or all three from the same start model (default: lean; "
                              "--quick: all)")
@@ -83,25 +85,28 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=None, help="pruning steps (default 15; --quick: 3)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="fine-tuning epochs after each step (default 3; --quick: 1)")
-    parser.add_argument("--model", type=Path, default=None, help="the trained start model")
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"the trained start model (default: {model_default})")
     parser.add_argument("--data", type=Path, default=None,
                         help="CS data folder made by generate_example_data.py (default: examples/data)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the pruned models (default: examples/pruned_models)")
     parser.add_argument("--results", type=Path, default=None,
-                        help="folder for results.csv, results.md and accuracy_vs_kept.svg/.png")
+                        help=f"folder for results.csv, results.md and accuracy_vs_kept.svg/.png "
+                             f"(default: {results_default})")
     parser.add_argument("--train-images", type=int, default=None,
                         help="fine-tune on the first N training images only (default: all)")
     parser.add_argument("--test-images", type=int, default=None,
                         help="measure accuracy on the first N test images only (default: all)")
     parser.add_argument("--batch-size", type=int, default=5, help="batch size (default 5)")
     parser.add_argument("--train-epochs", type=int, default=None,
-                        help="epochs to train the start model when it has to be trained first")
+                        help="epochs to train the start model when --model does not exist (ResNet50: default 20; "
+                             "MS-D: only with --quick; --quick: 2)")
     parser.add_argument("--size", type=int, default=QUICK_DATA["size"],
                         help="image side of the data --quick generates (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order and initialisation (0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; --quick: 1)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run recorded in --results/results.csv instead of starting over")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -120,7 +125,7 @@ def fill_defaults(args, full, quick):
 
 def check_arguments(args):
     """Raise UsageError for flag values no run can use."""
-    if not (0 < args.ratio <= 1) or math.isnan(args.ratio):
+    if not 0 < args.ratio <= 1:  # also rejects nan
         raise UsageError(f"--ratio is the final fraction of convolutions kept and must lie in (0, 1], "
                          f"got {args.ratio}")
     at_least = {"--steps": (args.steps, 1), "--epochs": (args.epochs, 0), "--batch-size": (args.batch_size, 1),
