@@ -82,9 +82,11 @@ def plot_accuracy(results, paths, title="Test accuracy while pruning"):
 
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
-    for method, rows in results.items():
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]  # coinciding lines stay visible
+    for index, (method, rows) in enumerate(results.items()):
+        marker, line = styles[index % len(styles)]
         axes.plot([r["kept_fraction"] for r in rows], [r["test_accuracy"] for r in rows],
-                  marker="o", markersize=3, label=method)
+                  marker=marker, linestyle=line, markersize=4, markerfacecolor="none", label=method)
     axes.set_xscale("log")
     axes.set_xlabel("fraction of convolutions kept")
     axes.set_ylabel("test pixel accuracy")
