@@ -1,0 +1,181 @@
+"""Shrinking pruned models physically: same outputs, fewer parameters and MACs (issue #7)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fcn_resnet
+import graph_tracing
+import msd
+import pruning_algorithms as lean
+import pruning_utils
+from lean_helpers import random_msd, randomize_batchnorms
+from shrink import count_parameters, shrink
+from tracing_models import ResNet18Like, SmallUNet
+
+NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def conv_macs_by_hooks(model, x):
+    """MACs of every Conv1d/Conv2d, counted from the shapes seen by forward hooks."""
+    total = []
+
+    def hook(module, args, output):
+        total.append(module.weight.numel() * output.shape[0] * int(np.prod(output.shape[2:])))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    with torch.no_grad():
+        model.eval()(x)
+    for handle in handles:
+        handle.remove()
+    return sum(total)
+
+
+def outputs(model, x):
+    with torch.no_grad():
+        out = model.eval()(x)
+    return out["out"] if isinstance(out, dict) else out
+
+
+def test_hand_computed_case_removes_exactly_the_dead_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 3, 3, padding=1))
+    keep = torch.ones(5, dtype=torch.bool)
+    keep[[1, 3]] = False
+    pruning_utils.apply_mask(model[0], "weight", keep[:, None, None, None].expand(5, 2, 3, 3))
+    pruning_utils.apply_mask(model[0], "bias", keep)
+    x = torch.randn(2, 2, 9, 9)
+    shrunk, report = shrink(model, x)
+    assert (shrunk[0].out_channels, shrunk[2].in_channels) == (3, 3)
+    assert shrunk[0].weight.shape == (3, 2, 3, 3) and shrunk[2].weight.shape == (3, 3, 3, 3)
+    assert (report.params_before, report.params_after) == (5 * 2 * 9 + 5 + 3 * 5 * 9 + 3, 3 * 2 * 9 + 3 + 3 * 3 * 9 + 3)
+    assert (report.macs_before, report.macs_after) == (2 * 81 * (90 + 135), 2 * 81 * (54 + 81))
+    assert (report.channels_before, report.channels_after) == (8, 6)
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))
+    assert model[0].weight.shape == (5, 2, 3, 3)                    # the original is untouched
+
+
+def test_a_channel_with_a_live_bias_or_batchnorm_offset_is_kept():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), nn.ReLU(),
+                          nn.Conv2d(3, 2, 1))
+    with torch.no_grad():
+        model[0].weight[1] = 0
+        model[0].weight[2] = 0
+        model[1].bias.copy_(torch.tensor([0.5, 0.7, 0.0]))   # channel 1: constant 0.7; channel 2: zero
+    x = torch.randn(1, 1, 6, 6)
+    shrunk, report = shrink(model, x)
+    assert shrunk[0].out_channels == 2 and shrunk[1].num_features == 2
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))
+
+
+def test_output_channels_keep_their_shape_even_when_dead():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+    pruning_utils.apply_mask(model[2], "weight", torch.zeros(3, 4, 1, 1))
+    pruning_utils.apply_mask(model[2], "bias", torch.zeros(3))
+    x = torch.randn(1, 2, 5, 5)
+    shrunk, _ = shrink(model, x)
+    assert outputs(shrunk, x).shape == (1, 3, 5, 5)
+
+
+def test_fcn_resnet_after_lean_is_smaller_with_identical_outputs():
+    torch.manual_seed(1)
+    model = fcn_resnet.fcn_resnet50(3, 1, **NARROW).eval()
+    randomize_batchnorms(model, 1)
+    x = torch.randn(2, 1, 32, 32)
+    for kept in (0.3, 0.1):
+        lean.LEAN_SV(model, kept, x, fourier_size=7)
+    shrunk, report = shrink(model, x)
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x), rtol=1e-4, atol=1e-5)
+    assert report.params_after < 0.5 * report.params_before
+    assert report.params_after == count_parameters(shrunk)
+    assert report.macs_before == conv_macs_by_hooks(model, x)
+    assert report.macs_after == conv_macs_by_hooks(shrunk, x) < report.macs_before
+    # a residual slot is removed only when dead in every branch: block outputs stay equal in width
+    for stage in (shrunk.backbone.layer1, shrunk.backbone.layer2, shrunk.backbone.layer3):
+        widths = {block.conv3.out_channels for block in stage} | {block.bn3.num_features for block in stage}
+        assert len(widths) == 1 and stage[1].conv1.in_channels in widths
+
+
+def test_residual_channel_dead_in_the_main_branch_but_live_in_the_identity_is_kept():
+    torch.manual_seed(2)
+    model = ResNet18Like().eval()
+    block = model.layer1[1]
+    keep = torch.ones_like(block.conv2.weight)
+    keep[2] = 0
+    pruning_utils.apply_mask(block.conv2, "weight", keep)
+    x = torch.randn(2, 1, 32, 32)
+    lean.prune_redundant(graph_tracing.trace_channel_graph(model, x))
+    assert block.bn2.weight_mask[2] == 0                          # the channel's own output is zero
+    shrunk, report = shrink(model, x)
+    assert shrunk.layer1[1].conv2.out_channels == 4               # slot 2 is live through the skip
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))
+
+
+@pytest.mark.parametrize("make_model", [ResNet18Like, SmallUNet])
+def test_traced_models_shrink_with_identical_outputs(make_model):
+    torch.manual_seed(3)
+    model = make_model().eval()
+    randomize_batchnorms(model, 3)
+    x = torch.randn(2, 1, 32, 32)
+    for kept in (0.4, 0.15):
+        lean.LEAN_SV(model, kept, x)
+    shrunk, report = shrink(model, x)
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x), rtol=1e-4, atol=1e-5)
+    assert report.macs_after == conv_macs_by_hooks(shrunk, x) < report.macs_before
+    assert report.channels_after < report.channels_before
+
+
+def msd_block_macs(block, x):
+    height, width = x.shape[2:]
+    return sum(getattr(block, f"weight{k}").numel() for k in range(block.depth)) * x.shape[0] * height * width
+
+
+def test_msd_shrinks_to_a_smaller_dense_block_that_keeps_masks_and_fine_tunes():
+    model = random_msd(4, c_in=1, c_out=2, depth=12, dilations=(1, 2, 3, 4))
+    block = model.msd.msd_block
+    for layer in (3, 7):                                           # kill two layers' inputs
+        pruning_utils.apply_mask(block, f"weight{layer}", torch.zeros_like(getattr(block, f"weight{layer}")))
+    x = torch.randn(2, 1, 12, 12)
+    lean.prune_redundant(graph_tracing.trace_channel_graph(model.msd, x))   # masks their biases
+    shrunk, report = shrink(model.msd, x)
+    small = shrunk.msd_block
+    assert isinstance(small, msd.MSDBlock2d) and small.depth == 10
+    assert small.dilations == [1, 2, 3, 1, 2, 3, 1, 2, 3, 4]      # layers 3 and 7 (dilation 4) are gone
+    assert small.weight9.shape == (1, 1 + 9, 3, 3) and small.bias.shape == (10,)
+    assert shrunk.final_layer.linear.weight.shape == (2, 1 + 10, 1)
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model.msd, x), rtol=1e-4, atol=1e-5)
+    assert report.macs_after == msd_block_macs(small, x) + 2 * 11 * 2 * 144 < report.macs_before
+    # the kept weights keep their pruning masks: training leaves pruned kernels at zero
+    assert hasattr(small, "weight5_mask")
+    optimizer = torch.optim.SGD(shrunk.parameters(), lr=0.1)
+    loss = shrunk(x).square().mean()
+    loss.backward()
+    optimizer.step()
+    for k in range(small.depth):
+        weight, mask = getattr(small, f"weight{k}"), pruning_utils.get_mask(small, f"weight{k}")
+        assert torch.all(weight[mask == 0] == 0)
+
+
+def test_shrink_refuses_a_model_whose_outputs_would_change():
+    class HardCoded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.head(y) + torch.full((1, 2, 1, 1), float(y.shape[1]))
+
+    model = HardCoded()
+    pruning_utils.apply_mask(model.conv, "weight", torch.zeros(4, 1, 3, 3).index_fill_(0, torch.tensor([0]), 1))
+    pruning_utils.apply_mask(model.conv, "bias", torch.tensor([1.0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="outputs differ"):
+        shrink(model, torch.randn(1, 1, 6, 6))
