@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import prune
 from torch.overrides import TorchFunctionMode
 
 from norm_graph import ChannelGraph, ConvLayer
@@ -73,7 +72,7 @@ class TracedLayer:
 
 @dataclass
 class ModuleRecord:
-    """A leaf module the tracer met, for its rule's ``shrink`` (``data`` is rule-defined)."""
+    """A leaf module the tracer met, for the surgery in ``shrink.py`` (``data`` is rule-defined)."""
 
     rule: "ChannelRule"
     module: nn.Module
@@ -136,18 +135,13 @@ def _check_exclusions(exclude, paths):
 class ChannelRule:
     """How a leaf module maps channels; register one with :func:`register_channel_rule`.
 
-    ``trace`` runs after the module ran on the traced inputs and returns the output's
-    :class:`TracedValue`; ``shrink`` removes the channels whose node has ``keep`` False from
-    the module (``data`` is what ``trace`` recorded with ``tracer.record``)."""
+    ``trace`` runs after the module ran on the traced inputs (their :class:`TracedValue`, or
+    None for tensors not derived from the model input) and returns the output's value; it
+    adds prunable layers with ``tracer.add_layer`` and leaves what surgery (``shrink.py``)
+    needs with ``tracer.record``."""
 
     def trace(self, tracer, module, path, inputs, output):
         raise NotImplementedError
-
-    def restrict(self, data, keep):
-        """Force ``keep`` True where the module cannot drop a channel alone (optional)."""
-
-    def shrink(self, module, data, keep):
-        raise ValueError(f"{type(module).__name__}: its channel rule cannot shrink it")
 
 
 CHANNEL_RULES = {}
@@ -170,35 +164,6 @@ def channel_rule_of(module):
     return None
 
 
-def _slice_tensor(module, name, keep_per_dim, new_name=None):
-    """Replace parameter or buffer ``name`` by its entries kept along each (dim, bool mask),
-    keeping a torch.nn.utils.prune mask (re-created on the sliced tensor)."""
-    def cut(tensor):
-        for dim, keep in keep_per_dim:
-            tensor = tensor.index_select(dim, torch.from_numpy(np.flatnonzero(keep)).to(tensor.device))
-        return tensor
-
-    new_name = new_name or name
-    if name in module._buffers:
-        module._buffers[new_name] = cut(module._buffers.pop(name))
-        return
-    mask = getattr(module, name + "_mask", None)
-    if mask is not None:
-        prune.remove(module, name)
-        mask = cut(mask)
-    parameter = module._parameters.pop(name)
-    module.register_parameter(new_name, nn.Parameter(cut(parameter.detach()).clone(),
-                                                     requires_grad=parameter.requires_grad))
-    if mask is not None:
-        prune.custom_from_mask(module, new_name, mask)
-
-
-def _drop_parameter(module, name):
-    if hasattr(module, name + "_mask"):
-        prune.remove(module, name)
-    del module._parameters[name]
-
-
 def _has(module, name):
     return getattr(module, name, None) is not None or hasattr(module, name + "_orig")
 
@@ -216,17 +181,6 @@ class ConvRule(ChannelRule):
                                   channel_params=[bias] if bias else [])
         tracer.record(self, module, path, traced)
         return tracer.layer_output(traced, source)
-
-    def restrict(self, traced, keep):
-        if not keep[traced.layer.out_nodes].any():
-            keep[traced.layer.out_nodes[0]] = True       # torch has no zero-channel convolution
-
-    def shrink(self, module, traced, keep):
-        out_keep, in_keep = keep[traced.layer.out_nodes], keep[traced.layer.in_nodes]
-        _slice_tensor(module, "weight", [(0, out_keep), (1, in_keep)])
-        if _has(module, "bias"):
-            _slice_tensor(module, "bias", [(0, out_keep)])
-        module.out_channels, module.in_channels = int(out_keep.sum()), int(in_keep.sum())
 
 
 class BatchNormRule(ChannelRule):
@@ -247,36 +201,25 @@ class BatchNormRule(ChannelRule):
         tracer.record(self, module, path, traced)
         return tracer.new_value(source.nodes, source.depth)
 
-    def shrink(self, module, traced, keep):
-        out_keep = keep[traced.layer.out_nodes]
-        names = ["weight", "bias"] if module.affine else []
-        names += ["running_mean", "running_var"] if module.running_mean is not None else []
-        for name in names:
-            _slice_tensor(module, name, [(0, out_keep)])
-        module.num_features = int(out_keep.sum())
-
 
 class DenseBlockRule(ChannelRule):
     """A densely connected block such as MS-D's ``MSDBlock2d``.
 
-    Layer k (k < ``module.depth``) convolves all earlier channels (the ``in_channels`` inputs,
-    then ``width`` channels per earlier layer) with parameter ``weight{k}`` and adds
-    ``bias[k * width:(k + 1) * width]``, followed by a ReLU; the output is the input and all
-    layer outputs, concatenated. Shrinking drops dead layers (a layer goes only when all its
-    ``width`` channels are dead) and dead inputs, and filters the per-layer list attributes
-    named in ``per_layer`` (MS-D: ``dilations``)."""
-
-    def __init__(self, per_layer=("dilations",)):
-        self.per_layer = tuple(per_layer)
+    The block's channel list is its ``in_channels`` inputs, then ``width`` channels per layer.
+    Layer k (k < ``module.depth``) convolves the earlier channels of that list with parameter
+    ``weight{k}`` and adds ``bias[k * width:(k + 1) * width]`` (then a ReLU); the output is the
+    whole list. Layer k reads all earlier channels, or only ``module.layer_inputs[k]`` (indices
+    into the list) when the module has that attribute (``shrink.SparseMSDBlock2d``)."""
 
     def trace(self, tracer, module, path, inputs, output):
         source = tracer.single_input(inputs, module, path)
-        width = module.width
+        width, sparse = module.width, getattr(module, "layer_inputs", None)
         tracer.read(source, f"{type(module).__name__} '{path}'")
         nodes, layers = source.nodes, []
         for k in range(module.depth):
             bias = (module, "bias", np.arange(k * width, (k + 1) * width))
-            layer_input = tracer.new_value(nodes, source.depth + k)
+            read = nodes if sparse is None else nodes[np.asarray(sparse[k], dtype=np.int64)]
+            layer_input = tracer.new_value(read, source.depth + k)
             traced = tracer.add_layer(module, f"weight{k}", layer_input, f"{path}.weight{k}", output,
                                       bias=bias, channel_params=[bias])
             layers.append(traced)
@@ -284,37 +227,12 @@ class DenseBlockRule(ChannelRule):
         tracer.record(self, module, path, (source.nodes, layers))
         return tracer.new_value(nodes, source.depth + module.depth)
 
-    def restrict(self, data, keep):
-        _, layers = data
-        if not any(keep[t.layer.out_nodes].any() for t in layers):
-            keep[layers[0].layer.out_nodes] = True          # the block needs one layer
-        for traced in layers:
-            if keep[traced.layer.out_nodes].any():
-                keep[traced.layer.out_nodes] = True
-
-    def shrink(self, module, data, keep):
-        input_nodes, layers = data
-        kept = [k for k, t in enumerate(layers) if keep[t.layer.out_nodes].all()]
-        for k, traced in enumerate(layers):
-            if k in kept:
-                _slice_tensor(module, f"weight{k}", [(1, keep[traced.layer.in_nodes])],
-                              new_name=f"_shrunk{kept.index(k)}")
-            else:
-                _drop_parameter(module, f"weight{k}")
-        for j in range(len(kept)):
-            _slice_tensor(module, f"_shrunk{j}", [], new_name=f"weight{j}")
-        bias_keep = np.repeat(np.isin(np.arange(len(layers)), kept), module.width)
-        _slice_tensor(module, "bias", [(0, bias_keep)])
-        for name in self.per_layer:
-            setattr(module, name, [getattr(module, name)[k] for k in kept])
-        module.depth = len(kept)
-        module.in_channels = int(keep[input_nodes].sum())
-
 
 register_channel_rule(nn.Conv1d, ConvRule())
 register_channel_rule(nn.Conv2d, ConvRule())
 register_channel_rule(nn.modules.batchnorm._BatchNorm, BatchNormRule())
 register_channel_rule("msd.MSDBlock2d", DenseBlockRule())
+register_channel_rule("shrink.SparseMSDBlock2d", DenseBlockRule())
 
 
 # ============================================================================================

@@ -10,7 +10,7 @@ import msd
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import random_msd, randomize_batchnorms
-from shrink import count_parameters, shrink
+from shrink import SparseMSDBlock2d, count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
 NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)
@@ -133,35 +133,48 @@ def test_traced_models_shrink_with_identical_outputs(make_model):
     assert report.channels_after < report.channels_before
 
 
-def msd_block_macs(block, x):
-    height, width = x.shape[2:]
-    return sum(getattr(block, f"weight{k}").numel() for k in range(block.depth)) * x.shape[0] * height * width
+def test_sparse_msd_block_with_full_connectivity_equals_the_msd_block():
+    torch.manual_seed(4)
+    block = msd.MSDBlock2d(2, [1, 3, 2, 5], width=2)
+    sparse = SparseMSDBlock2d(2, [1, 3, 2, 5], [list(range(2 + 2 * k)) for k in range(4)], width=2)
+    with torch.no_grad():
+        sparse.bias.copy_(block.bias.normal_())
+        for k in range(4):
+            getattr(sparse, f"weight{k}").copy_(getattr(block, f"weight{k}"))
+    x = torch.randn(2, 2, 9, 11)
+    torch.testing.assert_close(outputs(sparse, x), outputs(block, x))
+    with pytest.raises(ValueError, match="not an earlier one"):
+        SparseMSDBlock2d(1, [1, 2], [[0], [0, 2]])
 
 
-def test_msd_shrinks_to_a_smaller_dense_block_that_keeps_masks_and_fine_tunes():
+def test_msd_shrinks_to_a_sparse_block_of_live_layers_reading_live_inputs_only():
     model = random_msd(4, c_in=1, c_out=2, depth=12, dilations=(1, 2, 3, 4))
     block = model.msd.msd_block
     for layer in (3, 7):                                           # kill two layers' inputs
         pruning_utils.apply_mask(block, f"weight{layer}", torch.zeros_like(getattr(block, f"weight{layer}")))
+    keep = torch.ones_like(block.weight10)
+    keep[:, [0, 2, 5]] = 0                                         # and three convolutions of layer 10
+    pruning_utils.apply_mask(block, "weight10", keep)
     x = torch.randn(2, 1, 12, 12)
-    lean.prune_redundant(graph_tracing.trace_channel_graph(model.msd, x))   # masks their biases
+    lean.prune_redundant(graph_tracing.trace_channel_graph(model.msd, x))   # masks the dead layers' biases
     shrunk, report = shrink(model.msd, x)
     small = shrunk.msd_block
-    assert isinstance(small, msd.MSDBlock2d) and small.depth == 10
+    assert isinstance(small, SparseMSDBlock2d) and small.depth == 10
     assert small.dilations == [1, 2, 3, 1, 2, 3, 1, 2, 3, 4]      # layers 3 and 7 (dilation 4) are gone
-    assert small.weight9.shape == (1, 1 + 9, 3, 3) and small.bias.shape == (10,)
+    # channel list before: [x, l0..l11]; after: [x, l0, l1, l2, l4, l5, l6, l8, l9, l10, l11]
+    assert small.layer_inputs[4] == [0, 1, 2, 3, 4]                # layer 5 reads x, l0, l1, l2, l4 (l3 is dead)
+    assert small.layer_inputs[8] == [1, 3, 5, 6, 7, 8]             # layer 10: l0 l2 l5 l6 l8 l9 (x l1 l4 pruned)
+    assert small.weight8.shape == (1, 6, 3, 3) and small.bias.shape == (10,)
     assert shrunk.final_layer.linear.weight.shape == (2, 1 + 10, 1)
     torch.testing.assert_close(outputs(shrunk, x), outputs(model.msd, x), rtol=1e-4, atol=1e-5)
-    assert report.macs_after == msd_block_macs(small, x) + 2 * 11 * 2 * 144 < report.macs_before
-    # the kept weights keep their pruning masks: training leaves pruned kernels at zero
-    assert hasattr(small, "weight5_mask")
-    optimizer = torch.optim.SGD(shrunk.parameters(), lr=0.1)
-    loss = shrunk(x).square().mean()
+    reads = sum(len(inputs) for inputs in small.layer_inputs)
+    assert report.macs_after == reads * 9 * 2 * 144 + 2 * 11 * 2 * 144 < report.macs_before
+    # shrinking again changes nothing, and the sparse block trains
+    again, report_again = shrink(shrunk, x)
+    assert report_again.macs_after == report.macs_after
+    loss = again(x).square().mean()
     loss.backward()
-    optimizer.step()
-    for k in range(small.depth):
-        weight, mask = getattr(small, f"weight{k}"), pruning_utils.get_mask(small, f"weight{k}")
-        assert torch.all(weight[mask == 0] == 0)
+    assert again.msd_block.weight8.grad is not None and again.msd_block.weight8.grad.abs().sum() > 0
 
 
 def test_shrink_refuses_a_model_whose_outputs_would_change():
