@@ -25,8 +25,9 @@ Graph rules (spec "The norm graph"), in the numbering of the hand-written builde
 - any other operation (a Linear layer, softmax, channel shuffle, matmul, ...) *ends* the
   channel structure of its result: its input channels are kept whole, and if that result
   ever reaches a convolution, BatchNorm or dense block, tracing fails with a ValueError that
-  names the operation and the module where the structure ended. Grouped convolutions fail
-  at once. A graph is never silently wrong.
+  names the operation and the module where the structure ended. Grouped convolutions and
+  convolutions or BatchNorms outside a module with a rule (ConvTranspose2d, a custom layer
+  calling F.conv2d) fail at once. A graph is never silently wrong.
 """
 from dataclasses import dataclass, field
 
@@ -48,7 +49,7 @@ class TracedValue:
     """Channel structure of one traced tensor: the graph node of each channel (dim 1)."""
 
     nodes: np.ndarray
-    generations: np.ndarray      # node generations when the value was made (see _Tracer.read)
+    generations: np.ndarray      # node generations when the value was made (see _Tracer.absorb)
     depth: int                   # convolutions on the longest path from the model input
     producer: "TracedLayer" = None   # the convolution whose output this still is (for BatchNorm)
 
@@ -98,8 +99,11 @@ class TracedNetwork:
     def channel_graph(self, exclude=()):
         """The :class:`ChannelGraph` of the prunable layers (layers named in ``exclude``, or
         below a module named there, left out; unused nodes dropped, order kept)."""
-        layers = [t.layer for t in self.layers if not _excluded(t.path, exclude)]
+        if not self.layers:
+            raise ValueError("graph tracing found no prunable layer (Conv1d/Conv2d, or a module "
+                             "with a registered channel rule) in the model")
         _check_exclusions(exclude, [t.path for t in self.layers])
+        layers = [t.layer for t in self.layers if not _excluded(t.path, exclude)]
         used = np.zeros(self.num_nodes, dtype=bool)
         produced = np.zeros(self.num_nodes, dtype=bool)
         for layer in layers:
@@ -257,6 +261,9 @@ _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "nansum", "nanmean"}
 _PERMUTES = {"permute", "transpose", "swapaxes", "movedim"}
 _ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _CATS = {"cat", "concat", "concatenate"}
+# Layers whose weights LEAN would prune: outside a module with a channel rule they are errors.
+_LAYERS_WITHOUT_RULE = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                        "conv_transpose3d", "batch_norm"}
 
 
 def _argument(args, kwargs, position, name, default=None):
@@ -347,9 +354,9 @@ class _Tracer:
         for path, module in model.named_modules():
             self.paths.setdefault(id(module), path)
         self.values = {}              # id(tensor) -> (tensor, TracedValue | Ended)
-        self.generation = []          # per node: bumped when the node's meaning changes
+        self.generation = np.zeros(0, dtype=np.int64)   # per node: bumped when its meaning changes
         self.read_by = []             # per node: what read it first (None while unread)
-        self.protected = []
+        self.protected = np.zeros(0, dtype=bool)
         self.layers, self.skips, self.records = [], [], []
         self.stack, self.leaf_depth, self.busy = [], 0, False
         self.pending = {}             # leaf module id -> its input values
@@ -358,14 +365,14 @@ class _Tracer:
     # ---- nodes and values
     def new_nodes(self, count):
         start = len(self.generation)
-        self.generation += [0] * count
+        self.generation = np.concatenate([self.generation, np.zeros(count, dtype=np.int64)])
         self.read_by += [None] * count
-        self.protected += [False] * count
+        self.protected = np.concatenate([self.protected, np.zeros(count, dtype=bool)])
         return np.arange(start, start + count, dtype=np.int64)
 
     def new_value(self, nodes, depth, producer=None):
         nodes = np.asarray(nodes, dtype=np.int64)
-        generations = np.asarray(self.generation, dtype=np.int64)[nodes] if len(nodes) else nodes
+        generations = self.generation[nodes]
         return TracedValue(nodes, generations, depth, producer)
 
     def value_of(self, tensor):
@@ -382,8 +389,7 @@ class _Tracer:
         return f"module '{self.paths.get(id(module), '?')}' ({type(module).__name__})"
 
     def check_fresh(self, value, reader):
-        current = np.asarray(self.generation, dtype=np.int64)[value.nodes]
-        if not np.array_equal(current, value.generations):
+        if not np.array_equal(self.generation[value.nodes], value.generations):
             raise ValueError(f"graph tracing: {reader} in {self.where()} reads channels from before "
                              f"a residual addition or BatchNorm merged them; the graph cannot tell "
                              f"the two apart")
@@ -404,13 +410,11 @@ class _Tracer:
             raise ValueError(f"graph tracing: {by} in {self.where()} changes channels that "
                              f"{sorted(readers)[0]} already read; LEAN's graph has one node per "
                              f"channel and cannot hold both")
-        for node in value.nodes.tolist():
-            self.generation[node] += 1
+        self.generation[value.nodes] += 1
 
     def protect(self, value, reader):
         self.read(value, reader)
-        for node in value.nodes.tolist():
-            self.protected[node] = True
+        self.protected[value.nodes] = True
 
     # ---- what rules call
     def single_input(self, inputs, module, path):
@@ -493,6 +497,10 @@ class _Tracer:
         if not tracked and not ended:
             return
         name = getattr(func, "__name__", repr(func))
+        if name in _LAYERS_WITHOUT_RULE:
+            raise ValueError(f"graph tracing: {name} in {self.where()} is a convolution or "
+                             f"BatchNorm outside a module with a channel rule (a transposed or "
+                             f"custom layer?); register one with graph_tracing.register_channel_rule")
         value = self.function_value(name, args, kwargs, out, tracked, ended) if tracked else None
         if value is None:
             for _, traced in tracked:
@@ -593,7 +601,7 @@ def trace(model, example_input):
         for module, training in modes.items():
             module.train(training)
     input_nodes = np.concatenate(input_nodes)
-    protected = np.asarray(tracer.protected, dtype=bool)
+    protected = tracer.protected.copy()
     protected[input_nodes] = True
     skips = np.concatenate(tracer.skips) if tracer.skips else np.zeros((0, 2), dtype=np.int64)
     return TracedNetwork(len(tracer.generation), input_nodes, tracer.layers, skips, protected,

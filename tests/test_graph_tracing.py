@@ -259,6 +259,8 @@ def conv(cin, cout):
     (nn.Sequential(conv(4, 4), ChannelMix(), conv(4, 2)), r"einsum in module '1' \(ChannelMix\)"),
     (nn.Sequential(conv(4, 4), nn.Flatten(), nn.Unflatten(1, (4, 8, 8)), conv(4, 2)), r"flatten in module '1'"),
     (Shared(), "'conv' runs more than once"),
+    (nn.Sequential(conv(4, 4), nn.ConvTranspose2d(4, 2, 2, stride=2)), r"conv_transpose2d in module '1'"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(8, 3)), "found no prunable layer"),
     (PreBatchNorm(), "BatchNorm2d 'bn' does not follow a convolution"),
     (BatchNormAndRawOutput(), "reads channels from before a residual addition or BatchNorm merged them"),
 ])

@@ -10,6 +10,7 @@ import msd
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import random_msd, randomize_batchnorms
+import shrink as shrink_module
 from shrink import SparseMSDBlock2d, count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
@@ -192,3 +193,43 @@ def test_shrink_refuses_a_model_whose_outputs_would_change():
     pruning_utils.apply_mask(model.conv, "bias", torch.tensor([1.0, 0, 0, 0]))
     with pytest.raises(ValueError, match="outputs differ"):
         shrink(model, torch.randn(1, 1, 6, 6))
+
+
+class ScaledConv(nn.Module):
+    """A user's own convolution layer (weight read at forward time, no Conv2d module)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.scale = 0.5
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight * self.scale, padding=1)
+
+
+class ScaledConvRule(graph_tracing.ChannelRule):
+    def trace(self, tracer, module, path, inputs, output):
+        source = tracer.single_input(inputs, module, path)
+        traced = tracer.add_layer(module, "weight", source, path, output)
+        tracer.record(self, module, path, traced)
+        return tracer.layer_output(traced, source)
+
+
+def test_a_registered_rule_and_surgery_make_a_custom_layer_prunable_and_shrinkable(monkeypatch):
+    torch.manual_seed(5)
+    model = nn.Sequential(ScaledConv(2, 6), nn.ReLU(), ScaledConv(6, 3))
+    x = torch.randn(1, 2, 8, 8)
+    with pytest.raises(ValueError, match=r"conv2d in module '0' \(ScaledConv\) is a convolution or BatchNorm outside"):
+        graph_tracing.trace_channel_graph(model, x)
+    monkeypatch.setitem(graph_tracing.CHANNEL_RULES, ScaledConv, ScaledConvRule())
+    graph = graph_tracing.trace_channel_graph(model, x)
+    assert [len(layer.out_nodes) for layer in graph.layers] == [6, 3] and graph.num_nodes == 2 + 6 + 3
+    keep = torch.ones(6, 2, 3, 3)
+    keep[[0, 4]] = 0
+    pruning_utils.apply_mask(model[0], "weight", keep)
+    with pytest.raises(ValueError, match="no surgery is registered for ScaledConv"):
+        shrink(model, x)
+    monkeypatch.setitem(shrink_module.SURGERIES, ScaledConv, shrink_module.ConvSurgery())
+    shrunk, report = shrink(model, x)
+    assert shrunk[0].weight.shape == (4, 2, 3, 3) and shrunk[2].weight.shape == (3, 4, 3, 3)
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))
