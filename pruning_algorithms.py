@@ -6,10 +6,14 @@ whole model, earlier steps included. All methods share one step (:func:`prune_st
 only in how they choose the convolutions to prune now:
 - ``LEAN_SV_*``: the longest multiplicative chains of the spectral-norm graph are kept;
 - ``IndivSV_Global_*`` / ``IndivL1_Global_*``: a global threshold on per-convolution norms.
+The generic ``LEAN_SV`` / ``IndivSV_Global`` / ``IndivL1_Global`` take any model and an example
+input and build the graph by tracing the model (``graph_tracing``); on MS-D and FCN-ResNet50
+they select exactly what the per-architecture methods select.
 """
 import numpy as np
 import torch
 
+import graph_tracing
 import norm_graph
 from graph_algorithms import longest_path_prune_edges
 from pruning_utils import (apply_mask, compute_FourierSVD_norms, compute_Ln_norms_conv,
@@ -182,6 +186,39 @@ def _lean(graph, fourier_size):
 
 def _individual(graph, norm, fourier_size, inclusive=False):
     return lambda fraction: threshold_selection(fraction, layer_norms(graph, norm, fourier_size), inclusive)
+
+
+# ============================================================================================
+# Any model (the graph is traced)
+# ============================================================================================
+
+def LEAN_SV(model, tot_perc, example_input, Redun=True, verbose=False, *, exclude=(),
+            fourier_size=MSD_FOURIER_SIZE):
+    """LEAN on any traceable CNN: ``example_input`` (a tensor, or a tuple of the forward's
+    tensors) is run once to build the graph; layers named in ``exclude`` (or below a module
+    named there) are not pruned. ``fourier_size``: n of the spectral norms (7 reproduces the
+    reference's ResNet50 choice)."""
+    graph = graph_tracing.trace_channel_graph(model, example_input, exclude)
+    prune_step(graph, tot_perc, _lean(graph, fourier_size), Redun, verbose, "LEAN_SV")
+    return model
+
+
+def IndivSV_Global(model, tot_perc, example_input, Redun=True, verbose=False, *, exclude=(),
+                   fourier_size=MSD_FOURIER_SIZE, inclusive=False):
+    """Global threshold on spectral norms of any traceable CNN (``inclusive``: prune norms
+    equal to the threshold too, as the reference's ResNet50 variant)."""
+    graph = graph_tracing.trace_channel_graph(model, example_input, exclude)
+    prune_step(graph, tot_perc, _individual(graph, "sv", fourier_size, inclusive), Redun, verbose,
+               "IndivSV_Global")
+    return model
+
+
+def IndivL1_Global(model, tot_perc, example_input, Redun=True, verbose=False, *, exclude=()):
+    """Global threshold on the L1 norms of the kernels of any traceable CNN."""
+    graph = graph_tracing.trace_channel_graph(model, example_input, exclude)
+    prune_step(graph, tot_perc, _individual(graph, "l1", MSD_FOURIER_SIZE), Redun, verbose,
+               "IndivL1_Global")
+    return model
 
 
 # ============================================================================================
