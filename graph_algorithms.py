@@ -4,30 +4,51 @@ Conventions (spec "Longest multiplicative path" and "LEAN extraction"): an entry
 of a square matrix is an edge ``i -> j`` with weight ``A[i, j]``; on a LEAN norm matrix (rows =
 output channels) chains therefore run from the output side of the network towards its inputs.
 
-Tie-breaking and rounding rules, shared by every engine in this module so that they select
-exactly the same edges:
+Public API
+  ``dag_longest_path_mult(A)``                    one chain of a dense or scipy.sparse matrix
+  ``longest_path_prune(A, perc, skip_connection_matrix=None, verbose=False, engine="fast")``
+                                                  LEAN extraction -> bool "to prune" matrix
+  ``longest_path_prune_reference(A, perc, ...)``  the same with the straightforward engine
+  ``longest_path_prune_edges(n_nodes, src, dst, weight, perc, skip=None, ...)``
+                                                  sparse entry point -> bool flag per input edge
+  ``build_edge_graph`` / ``graph_from_matrix`` + ``lean_extraction(graph, perc, engine)``
+                                                  the same with an ``ExtractionResult``
+                                                  (mask, number of chains, stop reason, threshold)
 
-* ``cand(u) = dist[u] * A[u, v]`` when ``dist[u] != 0``, else ``A[u, v]`` (one float64 product);
+Tie-breaking and rounding rules, shared by every engine so that they select exactly the same
+edges (all arithmetic in float64; float32 weights are converted exactly):
+
+* ``cand(u) = dist[u] * A[u, v]`` when ``dist[u] != 0``, else ``A[u, v]`` (one product);
 * the best predecessor of ``v`` is the FIRST maximum of ``cand`` over its predecessors taken in
   ascending original node index ``u``;
 * ``dist[v] = best`` and ``pred[v] = u`` when ``best >= 1``, else ``dist[v] = 0`` and
   ``pred[v] = v`` (a chain may start at ``v``); a node without predecessors has ``dist 0``;
-* the chain ends at the FIRST index of ``max(dist)``; if every dist is 0 the chain is ``[0]``.
+* the chain ends at the FIRST index of ``max(dist)``; if every dist is 0 the chain is ``[0]``;
+* a chain's non-skip edges are kept in chain order until the marked fraction is <= perc
+  (evaluated after every single edge, as ``n_marked / float(total)``);
+* the fallback threshold is ``np.percentile(w, 100 * (perc / fraction))`` (linear) over the
+  float64 weights ``w`` of the edges still marked; edges with weight >= threshold are kept.
 The values do not depend on the topological order used, so engines may process nodes in any
 valid order.
 
-Two engines compute the chains:
+Engines (all select exactly the same edges; ``engine=`` takes a name or a callable
+``graph -> finder``):
 
 * ``"reference"``: the straightforward algorithm: one full dynamic programme over the current
-  matrix per chain (slow; the oracle).
-* ``"fast"``: the same chains, computed lazily. After a chain's edges are removed no dist is
-  recomputed eagerly; the engine keeps the previous values as upper bounds (with nonnegative
-  weights every dist can only decrease when edges are removed) and refreshes only the nodes
-  needed to certify the next chain's end and its predecessor pointers. A node ``v`` whose
-  predecessor ``p`` is exact and whose chain edge is intact keeps its value when
-  ``cand(p) == dist[v]`` (every other candidate can only have decreased); otherwise its
-  candidates are re-evaluated, and only candidates whose upper bound can still win are refreshed.
-  Graphs with negative weights break the monotonicity, so they use the reference engine.
+  graph per chain (vectorised per topological level; the oracle; hours on FCN-ResNet50).
+* ``"lazy"``: after a chain's edges are removed no dist is recomputed eagerly; the previous
+  values stay as upper bounds (with nonnegative weights every dist can only decrease when
+  edges are removed) and only the nodes needed to certify the next chain's end and its
+  predecessor pointers are refreshed. Best for narrow graphs (MS-D: one node per level).
+* ``"levels"``: eager, one numpy batch per topological level, revisiting only nodes whose
+  predecessor's dist changed. Best for wide graphs (FCN-ResNet50: ~520 nodes per level).
+* ``"fast"`` (default): "levels" if the graph has >= ``WIDE_LEVEL`` nodes per level on
+  average, else "lazy".
+Both fast engines certify a node ``v`` whose predecessor ``p`` is exact without looking at its
+other in-edges when ``cand(p) == dist[v]`` (nothing it depends on changed) or when
+``cand(p) > runner_up[v]``, an upper bound on all its other candidates; otherwise they
+re-evaluate only candidates that can still win (cached best candidates, upper bounds).
+Graphs with negative weights break the monotonicity and always use the reference engine.
 """
 from dataclasses import dataclass
 
@@ -35,7 +56,10 @@ import numpy as np
 import scipy.sparse as sp
 
 SINGLE_EDGE_CHAIN_LIMIT = 1000
-ENGINES = ("fast", "reference")
+ENGINES = ("fast", "lazy", "levels", "reference")
+WIDE_LEVEL = 400  # mean nodes per topological level from which "fast" picks the per-level engine
+# (measured: FCN-ResNet50-sized graphs, ~520 nodes per level, run 1.7-3.5x faster on "levels";
+# MS-D graphs (1 node per level) and ResNet-like graphs up to ~260 per level on "lazy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,10 +92,6 @@ class EdgeGraph:
     def column_range(self, node):
         column = self.node_column[node]
         return int(self.indptr[column]), int(self.indptr[column + 1])
-
-    def edge_targets(self):
-        """Target node of every edge, in the graph's edge order."""
-        return np.repeat(self.column_node, np.diff(self.indptr))
 
 
 def _concatenated_ranges(starts, lengths):
@@ -204,7 +224,7 @@ def graph_from_matrix(matrix, skip_connection_matrix=None):
 
 
 # --------------------------------------------------------------------------------------------
-# The straightforward dynamic programme (the oracle)
+# Full dynamic programmes and the straightforward engine (the oracle)
 # --------------------------------------------------------------------------------------------
 
 def _candidates(dist_of_sources, weights):
@@ -252,31 +272,11 @@ def dag_longest_path_mult(matrix):
     Raises ValueError if the matrix is not square, not finite or has a cycle.
     """
     graph = graph_from_matrix(matrix)
-    dist, pred, pred_edge = _longest_chain_dp(graph, graph.weight)
+    with np.errstate(over="ignore"):  # products may overflow to inf, as in the reference
+        dist, pred, pred_edge = _longest_chain_dp(graph, graph.weight)
     nodes, _ = _trace_chain(int(np.argmax(dist)), pred, pred_edge)
     return nodes
 
-
-class ReferenceChainFinder:
-    """Straightforward engine: one full DP over the whole current graph per chain."""
-
-    def __init__(self, graph):
-        self.graph = graph
-        self.weight = graph.weight.copy()
-        self.src = graph.src.copy()
-
-    def longest_chain(self):
-        dist, pred, pred_edge, _ = _level_dp(self.graph, self.weight, self.src)
-        return _trace_chain(int(np.argmax(dist[:-1])), pred, pred_edge)
-
-    def remove_edges(self, edges):
-        self.weight[edges] = 0.0
-        self.src[edges] = self.graph.n_nodes
-
-
-# --------------------------------------------------------------------------------------------
-# The fast engine
-# --------------------------------------------------------------------------------------------
 
 def _level_dp(graph, weight, src, with_runner_up=False):
     """Full DP, vectorised per topological level (same values as ``_longest_chain_dp``).
@@ -315,6 +315,196 @@ def _level_dp(graph, weight, src, with_runner_up=False):
             candidates[first_at_max] = -1.0
             runner_up[nodes] = np.maximum.reduceat(candidates, starts)
     return dist, pred, pred_edge, runner_up
+
+
+class ReferenceChainFinder:
+    """Straightforward engine: one full DP over the whole current graph per chain."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.weight = graph.weight.copy()
+        self.src = graph.src.copy()
+
+    def longest_chain(self):
+        dist, pred, pred_edge, _ = _level_dp(self.graph, self.weight, self.src)
+        return _trace_chain(int(np.argmax(dist[:-1])), pred, pred_edge)
+
+    def remove_edges(self, edges):
+        self.weight[edges] = 0.0
+        self.src[edges] = self.graph.n_nodes
+
+
+# --------------------------------------------------------------------------------------------
+# The fast engines
+# --------------------------------------------------------------------------------------------
+
+class LevelChainFinder:
+    """Fast engine for wide layered graphs (nonnegative weights): eager updates, one numpy batch per level.
+
+    After a chain's edges are removed, the levels are swept in topological order and only
+    nodes whose predecessor's dist changed (or whose chain edge was removed) are revisited.
+    Each revisit is settled by the cheapest valid certificate: (1) the predecessor's new
+    candidate still beats ``runner_up`` (an upper bound on every other candidate); (2) the best
+    of ``cache_size`` cached candidates beats ``cache_bound`` (an upper bound on all uncached
+    ones); (3) otherwise all in-edges are re-evaluated and the cache refilled. Bounds stay valid
+    because, with nonnegative weights, removing edges only ever lowers dist values. Caches
+    keep each candidate's source and weight next to each other (node-major), so certificates
+    read small contiguous rows instead of scattered entries of the edge arrays.
+    """
+
+    def __init__(self, graph, cache_size=32):
+        if (graph.weight < 0).any():
+            raise ValueError("the fast engine needs nonnegative weights; use engine='reference'")
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        n, n_edges = graph.n_nodes, graph.n_edges
+        self.n_nodes = n
+        self.cache_size = int(cache_size)
+        self.no_edge = n_edges  # a sentinel edge of weight 0 from the sentinel node n
+        self.weight = np.append(graph.weight, 0.0)
+        self.src = np.append(graph.src, n)
+        self.edge_target = np.repeat(graph.column_node, np.diff(graph.indptr))
+        self.column_start = graph.indptr[graph.node_column]
+        self.column_stop = graph.indptr[graph.node_column + 1]
+        dist, pred, pred_edge, runner_up = _level_dp(graph, graph.weight, graph.src, with_runner_up=True)
+        pred_edge[pred_edge < 0] = self.no_edge
+        self.lift = np.maximum(dist, 1.0)
+        self.dist = dist[:n]
+        self.pred, self.pred_edge, self.runner_up = pred, pred_edge, runner_up
+        self.pred_weight = self.weight[pred_edge]
+        self.cache_edge = np.full((n, self.cache_size), self.no_edge, dtype=np.int64)
+        self.cache_src = np.full((n, self.cache_size), n, dtype=np.int64)
+        self.cache_weight = np.zeros((n, self.cache_size))
+        self.cache_bound = np.full(n, np.inf)  # empty caches certify nothing
+        self.node_level = np.empty(n, dtype=np.int64)
+        self.level_nodes = []
+        for level in range(graph.level_ptr.size - 1):
+            nodes = graph.column_node[graph.level_ptr[level]:graph.level_ptr[level + 1]]
+            self.node_level[nodes] = level
+            self.level_nodes.append(nodes[self.dist[nodes] > 0])
+        self.last_child_level = np.full(n, -1, dtype=np.int64)  # deepest level fed by a node
+        np.maximum.at(self.last_child_level, graph.src, self.node_level[self.edge_target])
+        self.changed = np.zeros(n + 1, dtype=bool)
+        self.forced = np.zeros(n, dtype=bool)
+
+    def longest_chain(self):
+        return _trace_chain(int(self.dist.argmax()), self.pred, self.pred_edge)
+
+    def remove_edges(self, edges):
+        edges = np.asarray(edges, dtype=np.int64)
+        if edges.size == 0:
+            return
+        targets = self.edge_target[edges]
+        self.weight[edges] = 0.0
+        self.src[edges] = self.n_nodes
+        cut = targets[self.pred_edge[targets] == edges]
+        self.pred_weight[cut] = 0.0
+        self.pred[cut] = self.n_nodes  # the sentinel: lift 1, so no inf * 0
+        rows, columns = np.nonzero(self.cache_edge[targets] == edges[:, None])
+        self.cache_weight[targets[rows], columns] = 0.0
+        self.cache_src[targets[rows], columns] = self.n_nodes
+        self._update(targets)
+
+    def _update(self, targets):
+        dist, pred, lift, changed, forced = self.dist, self.pred, self.lift, self.changed, self.forced
+        forced[targets] = True
+        touched = []
+        target_levels = self.node_level[targets]
+        level, last_level = int(target_levels.min()), int(target_levels.max())
+        while level <= last_level:  # past last_level no node can be affected
+            nodes = self.level_nodes[level]
+            affected = changed[pred[nodes]] | forced[nodes]
+            level += 1
+            if not affected.any():
+                continue
+            nodes = nodes[affected]
+            new_dist = self._settle(nodes)
+            moved = new_dist != dist[nodes]
+            if not moved.any():
+                continue
+            nodes, new_dist = nodes[moved], new_dist[moved]
+            dist[nodes] = new_dist
+            lift[nodes] = np.maximum(new_dist, 1.0)
+            changed[nodes] = True
+            touched.append(nodes)
+            last_level = max(last_level, int(self.last_child_level[nodes].max()))
+            if not new_dist.all():  # drop nodes whose dist became 0 for good
+                alive = self.level_nodes[level - 1]
+                self.level_nodes[level - 1] = alive[dist[alive] > 0]
+        for nodes in touched:
+            changed[nodes] = False
+        forced[targets] = False
+
+    def _settle(self, nodes):
+        """New dist of ``nodes`` (whose predecessors are all exact); pred, pred_edge set here."""
+        lift, runner_up = self.lift, self.runner_up
+        new_pred = self.pred[nodes]
+        new_edge = self.pred_edge[nodes]
+        new_weight = self.pred_weight[nodes]
+        value = new_weight * lift[new_pred]
+        failed = value <= runner_up[nodes]
+        if failed.any():
+            failed = np.flatnonzero(failed)
+            rows_nodes = nodes[failed]
+            cached_sources = self.cache_src[rows_nodes]
+            cached_weights = self.cache_weight[rows_nodes]
+            cached_values = cached_weights * lift[cached_sources]
+            best = cached_values.max(axis=1)
+            certified = best > self.cache_bound[rows_nodes]
+            if certified.any():
+                rows = np.flatnonzero(certified)
+                sources, cached_values, best = cached_sources[rows], cached_values[rows], best[rows]
+                # first maximum in ascending source index among the cached candidates
+                column = np.where(cached_values == best[:, None], sources, self.n_nodes + 1).argmin(axis=1)
+                row = np.arange(rows.size)
+                index = failed[rows]
+                value[index] = best
+                new_pred[index] = sources[row, column]
+                new_edge[index] = self.cache_edge[rows_nodes[rows], column]
+                new_weight[index] = cached_weights[rows, column]
+                cached_values[row, column] = -1.0
+                runner_up[nodes[index]] = np.maximum(cached_values.max(axis=1), self.cache_bound[nodes[index]])
+            for index in failed[~certified].tolist():
+                value[index], new_pred[index], new_edge[index], new_weight[index] = \
+                    self._recompute(int(nodes[index]))
+        reset = value < 1
+        if reset.any():
+            value[reset] = 0.0
+            new_pred[reset] = nodes[reset]
+            new_edge[reset] = self.no_edge
+            new_weight[reset] = 0.0
+        self.pred[nodes] = new_pred
+        self.pred_edge[nodes] = new_edge
+        self.pred_weight[nodes] = new_weight
+        return value
+
+    def _recompute(self, v):
+        """Evaluate every in-edge of ``v``; refill its cache and bounds. Returns (best, pred, edge, weight)."""
+        start, stop = int(self.column_start[v]), int(self.column_stop[v])
+        weights = self.weight[start:stop]
+        sources = self.src[start:stop]
+        candidates = weights * self.lift[sources]
+        j = int(candidates.argmax())
+        best = float(candidates[j])
+        if best < 1:
+            return best, v, self.no_edge, 0.0
+        size, k = stop - start, self.cache_size
+        if size > k:
+            order = np.argpartition(candidates, size - k)
+            top = order[size - k:]
+            self.cache_bound[v] = candidates[order[:size - k]].max()
+        else:
+            top = np.arange(size)
+            self.cache_bound[v] = -1.0
+        self.cache_edge[v, :top.size] = top + start
+        self.cache_src[v, :top.size] = sources[top]
+        self.cache_weight[v, :top.size] = weights[top]
+        self.cache_edge[v, top.size:] = self.no_edge
+        self.cache_src[v, top.size:] = self.n_nodes
+        self.cache_weight[v, top.size:] = 0.0
+        candidates[j] = -1.0
+        self.runner_up[v] = candidates.max()
+        return best, int(sources[j]), start + j, float(weights[j])
 
 
 class LazyChainFinder:
@@ -477,7 +667,22 @@ def _chain_finder(graph, engine):
         raise ValueError(f"unknown engine {engine!r}, expected one of {ENGINES}")
     if engine == "reference" or (graph.weight < 0).any():
         return ReferenceChainFinder(graph)
-    return LazyChainFinder(graph)
+    if engine == "fast":
+        n_levels = max(graph.level_ptr.size - 1, 1)
+        engine = "levels" if graph.n_nodes / n_levels >= WIDE_LEVEL else "lazy"
+    return LevelChainFinder(graph) if engine == "levels" else LazyChainFinder(graph)
+
+
+def _edges_until_target(n_marked, total, perc, available):
+    """How many chain edges are kept: one by one until the marked fraction is <= perc.
+
+    The fraction after each edge is evaluated exactly as one edge at a time would (float64).
+    """
+    if (n_marked - available) / float(total) > perc:  # fractions only fall: all edges are kept
+        return available
+    fractions = (n_marked - np.arange(1, available + 1)) / float(total)
+    reached = np.flatnonzero(fractions <= perc)
+    return int(reached[0]) + 1 if reached.size else available
 
 
 def lean_extraction(graph, perc, engine="fast", verbose=False):
@@ -493,6 +698,17 @@ def lean_extraction(graph, perc, engine="fast", verbose=False):
     total = int(marked.sum())
     if total == 0:
         return ExtractionResult(marked, 0, "no prunable edges")
+    with np.errstate(over="ignore"):  # chain products may overflow to inf, as in the reference
+        result = _extract(graph, perc, engine, marked, total)
+    if verbose:
+        print(f"LEAN extraction: {result.n_chains} chains, stopped: {result.stop_reason}, "
+              f"{int(result.to_prune.sum())} of {total} prunable edges to prune"
+              + ("" if result.threshold is None else f" (threshold {result.threshold:.6g})"))
+    return result
+
+
+def _extract(graph, perc, engine, marked, total):
+    """The chain loop, its early stops and the percentile fallback (``marked`` is updated)."""
     has_skip = bool(graph.skip.any())
     finder = _chain_finder(graph, engine)
     n_marked = total
@@ -503,19 +719,14 @@ def lean_extraction(graph, perc, engine="fast", verbose=False):
     while fraction > perc:
         nodes, edges = finder.longest_chain()
         n_chains += 1
-        only_skip = True
-        removed = []
-        for edge in edges.tolist():
-            if graph.skip[edge]:
-                continue
-            only_skip = False
-            marked[edge] = False
-            removed.append(edge)
-            n_marked -= 1
+        prunable = edges[~graph.skip[edges]]
+        only_skip = prunable.size == 0
+        if prunable.size:
+            kept = _edges_until_target(n_marked, total, perc, prunable.size)
+            marked[prunable[:kept]] = False
+            finder.remove_edges(prunable[:kept])
+            n_marked -= kept
             fraction = n_marked / float(total)
-            if fraction <= perc:
-                break
-        finder.remove_edges(removed)
         if only_skip and has_skip:
             stop_reason = "chain of skip edges only" if nodes.size > 1 else "single-node chain"
             break
@@ -531,10 +742,6 @@ def lean_extraction(graph, perc, engine="fast", verbose=False):
         left = graph.weight[marked]  # float64, so the threshold does not depend on the input dtype
         result.threshold = float(np.percentile(left, 100 * (perc / fraction)))
         marked[marked] = left < result.threshold
-    if verbose:
-        print(f"LEAN extraction: {n_chains} chains, stopped: {stop_reason}, "
-              f"{int(marked.sum())} of {total} prunable edges to prune"
-              + ("" if result.threshold is None else f" (threshold {result.threshold:.6g})"))
     return result
 
 
@@ -543,7 +750,9 @@ def longest_path_prune_edges(n_nodes, src, dst, weight, perc, skip=None, engine=
 
     Sparse entry point for large graphs (e.g. FCN-ResNet50: ~27k nodes, ~14M edges): edge ``k``
     is ``src[k] -> dst[k]`` with weight ``weight[k]`` (0 = no edge), ``skip[k]`` marks an
-    unprunable skip edge. Zero-weight and skip edges are never flagged.
+    unprunable skip edge. Zero-weight and skip edges are never flagged. For a LEAN norm graph
+    pass the norm matrix's orientation, ``A[o, i]``: ``src`` = the output-channel node ``o``,
+    ``dst`` = the input-channel node ``i``. Peak memory on the FCN-ResNet50-sized graph: ~1.2 GB.
     """
     graph = build_edge_graph(n_nodes, src, dst, weight, skip)
     result = lean_extraction(graph, perc, engine=engine, verbose=verbose)
