@@ -182,23 +182,60 @@ class RankComparison:
             return 1.0
         pair = (min(a, b), max(a, b))
         if pair not in self._kendall:
-            self._kendall[pair] = float(self._stats.kendalltau(self.ranks[pair[0]], self.ranks[pair[1]]).statistic)
+            self._kendall[pair] = _kendall_tau(self.ranks[pair[0]], self.ranks[pair[1]])
         return self._kendall[pair]
 
-    def precompute_kendall(self, pairs, progress=False):
-        """Compute the Kendall-tau of all ``pairs`` up front (a tqdm bar when ``progress``)."""
+    def precompute_kendall(self, pairs, progress=False, jobs=1):
+        """Compute the Kendall-tau of all ``pairs`` up front, on ``jobs`` worker processes (a tqdm bar
+        when ``progress``): scipy takes about a millisecond a pair, and a full grid has ~440k pairs."""
+        from tqdm import tqdm
         todo = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b} - set(self._kendall))
-        if progress:
-            from tqdm import tqdm
-            todo = tqdm(todo, desc="kendall-tau pairs", leave=False)
-        for a, b in todo:
-            self.kendall(a, b)
+        chunks = [todo[i:i + _KENDALL_CHUNK] for i in range(0, len(todo), _KENDALL_CHUNK)]
+        jobs = max(1, min(jobs, len(chunks)))
+        with tqdm(total=len(todo), desc="kendall-tau pairs", unit="pair", leave=False, disable=not progress) as bar:
+            if jobs == 1:
+                results = map(_kendall_chunk, [(self.ranks, chunk) for chunk in chunks])
+                for chunk, values in zip(chunks, results):
+                    self._kendall.update(zip(chunk, values))
+                    bar.update(len(chunk))
+                return
+            with _pool_context().Pool(jobs, initializer=_share_ranks, initargs=(self.ranks,)) as pool:
+                for chunk, values in zip(chunks, pool.imap(_kendall_chunk, [(None, chunk) for chunk in chunks])):
+                    self._kendall.update(zip(chunk, values))
+                    bar.update(len(chunk))
 
     def values(self, measure, pairs):
         if measure == "kendalltau":
             return [self.kendall(a, b) for a, b in pairs]
         matrix = self._matrices[measure]
         return [float(matrix[a, b]) for a, b in pairs]
+
+
+_KENDALL_CHUNK = 2000
+_SHARED = {}
+
+
+def _kendall_tau(ranks_a, ranks_b):
+    from scipy import stats
+    return float(stats.kendalltau(ranks_a, ranks_b).statistic)
+
+
+def _share_ranks(ranks):
+    _SHARED["ranks"] = ranks
+
+
+def _kendall_chunk(task):
+    """Kendall-tau of each ``(a, b)`` of a chunk; ``ranks`` travel with the task or were shared."""
+    ranks, pairs = task
+    ranks = _SHARED["ranks"] if ranks is None else ranks
+    return [_kendall_tau(ranks[a], ranks[b]) for a, b in pairs]
+
+
+def _pool_context():
+    """fork where the platform has it (workers inherit the ranks), else spawn."""
+    import multiprocessing
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _cell(values):
@@ -227,7 +264,7 @@ def _matrix_tables(comparison, row_labels, column_labels, pairs_for, name_for_me
     return "".join(tables)
 
 
-def rank_tables(records, dataset, progress=False):
+def rank_tables(records, dataset, progress=False, jobs=1):
     """The plain-text rank/set tables of cases 1-5 for ``dataset`` (``records``: rankselection records).
 
     Case 1: each criterion against itself, different seeds. Case 2: every criterion pair over all
@@ -270,7 +307,7 @@ def rank_tables(records, dataset, progress=False):
     for criterion in criteria:
         for size_a, size_b in itertools.product(sizes, sizes):
             all_pairs += pairs(criterion, size_a, criterion, size_b, any_seed)
-    comparison.precompute_kendall(all_pairs, progress)
+    comparison.precompute_kendall(all_pairs, progress, jobs)
 
     text = []
     for size in sizes:
@@ -302,7 +339,7 @@ def rank_tables(records, dataset, progress=False):
     return "".join(text)
 
 
-def write_rank_tables(records, out_dir, progress=False):
+def write_rank_tables(records, out_dir, progress=False, jobs=1):
     """Write ``rank_and_set-DATASET.txt`` for every dataset with rankselection lines; return the paths."""
     datasets = [d for d in toy_datasets.DATASETS
                 if any(r.dataset == d and r.scenario == toy_log.RANK_SCENARIO for r in records)]
@@ -313,7 +350,7 @@ def write_rank_tables(records, out_dir, progress=False):
     written = []
     for dataset in datasets:
         path = out_dir / f"rank_and_set-{dataset}.txt"
-        path.write_text(rank_tables(records, dataset, progress), encoding="utf-8")
+        path.write_text(rank_tables(records, dataset, progress, jobs), encoding="utf-8")
         written.append(path)
     return written
 
@@ -397,3 +434,37 @@ def render_evaluations(evaluations, train_X, criterion, colormap, out_dir=None, 
         plt.show()
         plt.close("all")
     return written
+
+
+def write_qualitative_figure(rows, colormap, out_dir, name="qualitative"):
+    """The paper's qualitative figure: one row per dataset, one panel per (title, model, X, y).
+
+    ``rows`` is a list of ``(dataset, train_X, panels)``; every panel of a row shares the decision
+    grid spanned by that row's training data. Writes ``NAME.svg`` and ``NAME.png`` into ``out_dir``.
+    """
+    plt = _pyplot()
+    columns = max(len(panels) for _, _, panels in rows)
+    figure, grid = plt.subplots(len(rows), columns, squeeze=False, figsize=(2.6 * columns, 2.6 * len(rows)),
+                                constrained_layout=True)
+    for row, (dataset, train_X, panels) in enumerate(rows):
+        xs, ys = decision_grid(np.asarray(train_X))
+        for column in range(columns):
+            axes = grid[row][column]
+            if column >= len(panels):
+                axes.set_axis_off()
+                continue
+            title, model, X, y = panels[column]
+            num_classes = int(model[-1].out_features)
+            draw_decision_regions(axes, xs, ys, predict_grid(model, xs, ys), np.asarray(X), np.asarray(y),
+                                  class_colours(colormap, num_classes), num_classes)
+            axes.set_title(title, fontsize="small")
+            axes.set_xticks([])
+            axes.set_yticks([])
+        grid[row][0].set_ylabel(dataset)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.svg", out_dir / f"{name}.png"]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return paths
