@@ -172,34 +172,13 @@ def run_grid(args):
 
 
 def figure(args):
-    """The qualitative figure: per dataset, the training data and reference samples on the unpruned
-    model's decision regions, then the regions after pruning with each criterion."""
+    """The qualitative figure of the runs given (one sample count and seed), next to the log."""
     _writable_log(args.logfile)
     import toy_analysis
     import toy_grid
     import toy_pruning
     device = toy_pruning.resolve_device(args.device)
-    datasets = list(dict.fromkeys(run.dataset for run in args.runs))
-    criteria = list(dict.fromkeys(run.criterion for run in args.runs))
-    samples, seed = args.runs[0].samples_per_class, args.runs[0].seed
-    rows = []
-    with toy_log.AppendLog(args.logfile) as log:
-        for dataset in datasets:
-            with toy_grid.one_torch_thread(device):
-                prepared = toy_pruning.prepare(dataset, device)
-                results = [toy_pruning.run(prepared, criterion, samples, seed, noisy_sigma=args.noisytest)
-                           for criterion in criteria]
-            for result in results:
-                log.append_missing(result.lines)
-            train, reference = results[0].evaluations[:2]
-            panels = [(f"training data: {train.accuracy:.1f} %", train.model, train.X.cpu(), train.y.cpu()),
-                      (f"{samples} reference samples per class", reference.model, reference.X.cpu(),
-                       reference.y.cpu())]
-            for criterion, result in zip(criteria, results):
-                pruned_train, pruned_test = result.evaluations[2:]
-                panels.append((f"{criterion}: {pruned_train.accuracy:.1f} % (train)", pruned_test.model,
-                               pruned_test.X.cpu(), pruned_test.y.cpu()))
-            rows.append((dataset, prepared.train_X.cpu(), panels))
+    rows = toy_grid.figure_runs(args.runs, args.logfile, device, noisy_sigma=args.noisytest)
     for path in toy_analysis.write_qualitative_figure(rows, args.colormap, Path(args.logfile).parent):
         print(f"wrote {path}")
 

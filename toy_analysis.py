@@ -436,18 +436,35 @@ def render_evaluations(evaluations, train_X, criterion, colormap, out_dir=None, 
     return written
 
 
-def write_qualitative_figure(rows, colormap, out_dir, name="qualitative"):
-    """The paper's qualitative figure: one row per dataset, one panel per (title, model, X, y).
+def qualitative_panels(results):
+    """The panels of one row of the qualitative figure from ``[(criterion, RunResult)]`` of one dataset:
+    training data and reference samples on the unpruned model's decision regions, then the regions
+    after pruning with each criterion (with the reference samples), titled with training accuracies."""
+    train, reference = results[0][1].evaluations[:2]
+    panels = [(f"training data: {train.accuracy:.1f} %", train.model, train.X, train.y),
+              (f"reference samples: {len(reference.y) // int(reference.model[-1].out_features)} per class",
+               reference.model, reference.X, reference.y)]
+    for criterion, result in results:
+        pruned_train, pruned_test = result.evaluations[2:]
+        panels.append((f"{criterion}: {pruned_train.accuracy:.1f} % (train)", pruned_test.model, pruned_test.X,
+                       pruned_test.y))
+    return panels
 
-    ``rows`` is a list of ``(dataset, train_X, panels)``; every panel of a row shares the decision
-    grid spanned by that row's training data. Writes ``NAME.svg`` and ``NAME.png`` into ``out_dir``.
+
+def write_qualitative_figure(rows, colormap, out_dir, name="qualitative"):
+    """The paper's qualitative figure, one row per dataset (rows from ``toy_grid.figure_runs``).
+
+    Every panel of a row shares the decision grid spanned by that row's training data. Writes
+    ``NAME.svg`` and ``NAME.png`` into ``out_dir`` and returns their paths.
     """
     plt = _pyplot()
-    columns = max(len(panels) for _, _, panels in rows)
+    panel_rows = [(dataset, np.asarray(train_X), qualitative_panels(results)) for dataset, train_X, results in rows]
+    columns = max(len(panels) for _, _, panels in panel_rows)
     figure, grid = plt.subplots(len(rows), columns, squeeze=False, figsize=(2.6 * columns, 2.6 * len(rows)),
                                 constrained_layout=True)
-    for row, (dataset, train_X, panels) in enumerate(rows):
-        xs, ys = decision_grid(np.asarray(train_X))
+    for row, (dataset, train_X, panels) in enumerate(panel_rows):
+        xs, ys = decision_grid(train_X)
+        predictions_of = {}
         for column in range(columns):
             axes = grid[row][column]
             if column >= len(panels):
@@ -455,7 +472,9 @@ def write_qualitative_figure(rows, colormap, out_dir, name="qualitative"):
                 continue
             title, model, X, y = panels[column]
             num_classes = int(model[-1].out_features)
-            draw_decision_regions(axes, xs, ys, predict_grid(model, xs, ys), np.asarray(X), np.asarray(y),
+            if id(model) not in predictions_of:
+                predictions_of[id(model)] = predict_grid(model, xs, ys)
+            draw_decision_regions(axes, xs, ys, predictions_of[id(model)], X.cpu().numpy(), y.cpu().numpy(),
                                   class_colours(colormap, num_classes), num_classes)
             axes.set_title(title, fontsize="small")
             axes.set_xticks([])

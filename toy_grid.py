@@ -228,3 +228,24 @@ def _results(todo, prepared, options, jobs):
     finally:
         pool.terminate()
         pool.join()
+
+
+def figure_runs(runs, log_path, device="cpu", noisy_sigma=0.0, prepared=None, count=None):
+    """Run ``runs`` in this process for a figure: ``[(dataset, training X, [(criterion, RunResult)])]``
+    per dataset, in order. The runs' lines the log does not hold yet are appended to it."""
+    import torch
+    import toy_pruning
+    device = torch.device(device)
+    prepared = dict(prepared or {})
+    count = toy_pruning.PRUNED_NEURONS if count is None else count
+    rows = {}
+    with toy_log.AppendLog(log_path) as log:
+        for run in runs:
+            with one_torch_thread(device):
+                if run.dataset not in prepared:
+                    prepared[run.dataset] = toy_pruning.prepare(run.dataset, device)
+                result = toy_pruning.run(prepared[run.dataset], run.criterion, run.samples_per_class, run.seed,
+                                         noisy_sigma=noisy_sigma, count=count)
+            log.append_missing(result.lines)
+            rows.setdefault(run.dataset, []).append((run.criterion, result))
+    return [(dataset, prepared[dataset].train_X.cpu(), results) for dataset, results in rows.items()]
