@@ -62,8 +62,7 @@ def build_parser():
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="Where to compute: auto (CUDA when available), cpu or cuda.")
     parser.add_argument("--jobs", "-j", type=int, default=None,
-                        help="Worker processes for grid runs and for the rank analysis (default: the number of "
-                             "cores; grid runs on CUDA use 1).")
+                        help="Grid runs: number of worker processes (default: the number of cores; on CUDA, 1).")
     parser.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
     parser.add_argument("--figure", "-f", action="store_true",
                         help="Draw the qualitative figure for the datasets (rows) and criteria (columns) given "
@@ -116,9 +115,7 @@ def analyze(args):
               "writing); it is left out", file=sys.stderr)
     out_dir = Path(args.logfile).parent
     if args.ranklog:
-        import toy_grid
-        for path in toy_analysis.write_rank_tables(records, out_dir, progress=not args.quiet and sys.stderr.isatty(),
-                                                   jobs=args.jobs or toy_grid.default_jobs()):
+        for path in toy_analysis.write_rank_tables(records, out_dir, progress=not args.quiet and sys.stderr.isatty()):
             print(f"wrote {path}")
         return
     written, means = toy_analysis.write_accuracy_plots(records, out_dir, show=args.rendermode == "show")

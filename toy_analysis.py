@@ -14,6 +14,7 @@ import toy_log
 CRITERION_COLOURS = {"weight": "black", "taylor": "blue", "grad": "green", "lrp": "red"}
 SAMPLE_TICKS = (1, 2, 5, 10, 20, 50, 100, 200)
 SET_SIZES = (125, 250, 500, 1000)
+KENDALL_MATRIX_MIN_RUNS = 24
 GRID_STEPS = 200
 GRID_MARGIN = 0.1
 
@@ -182,27 +183,22 @@ class RankComparison:
             return 1.0
         pair = (min(a, b), max(a, b))
         if pair not in self._kendall:
-            self._kendall[pair] = _kendall_tau(self.ranks[pair[0]], self.ranks[pair[1]])
+            self._kendall[pair] = float(self._stats.kendalltau(self.ranks[pair[0]], self.ranks[pair[1]]).statistic)
         return self._kendall[pair]
 
-    def precompute_kendall(self, pairs, progress=False, jobs=1):
-        """Compute the Kendall-tau of all ``pairs`` up front, on ``jobs`` worker processes (a tqdm bar
-        when ``progress``): scipy takes about a millisecond a pair, and a full grid has ~440k pairs."""
+    def precompute_kendall(self, groups, progress=False):
+        """Kendall-tau of every two runs inside each group of run indices, as a matrix per group
+        (:func:`kendall_tau_matrix`) for groups of at least ``KENDALL_MATRIX_MIN_RUNS`` runs; scipy,
+        one pair at a time, would take about an hour for the ~1.3 million pairs of a full grid."""
         from tqdm import tqdm
-        todo = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b} - set(self._kendall))
-        chunks = [todo[i:i + _KENDALL_CHUNK] for i in range(0, len(todo), _KENDALL_CHUNK)]
-        jobs = max(1, min(jobs, len(chunks)))
-        with tqdm(total=len(todo), desc="kendall-tau pairs", unit="pair", leave=False, disable=not progress) as bar:
-            if jobs == 1:
-                results = map(_kendall_chunk, [(self.ranks, chunk) for chunk in chunks])
-                for chunk, values in zip(chunks, results):
-                    self._kendall.update(zip(chunk, values))
-                    bar.update(len(chunk))
-                return
-            with _pool_context().Pool(jobs, initializer=_share_ranks, initargs=(self.ranks,)) as pool:
-                for chunk, values in zip(chunks, pool.imap(_kendall_chunk, [(None, chunk) for chunk in chunks])):
-                    self._kendall.update(zip(chunk, values))
-                    bar.update(len(chunk))
+        for group in tqdm(groups, desc="kendall-tau groups", leave=False, disable=not progress):
+            group = np.asarray(sorted(set(group)), dtype=np.int64)
+            if len(group) < KENDALL_MATRIX_MIN_RUNS:  # cheaper pair by pair, on demand
+                continue
+            matrix = kendall_tau_matrix(self.ranks[group])
+            first, second = np.triu_indices(len(group), 1)
+            self._kendall.update(zip(zip(group[first].tolist(), group[second].tolist()),
+                                     matrix[first, second].tolist()))
 
     def values(self, measure, pairs):
         if measure == "kendalltau":
@@ -211,31 +207,29 @@ class RankComparison:
         return [float(matrix[a, b]) for a, b in pairs]
 
 
-_KENDALL_CHUNK = 2000
-_SHARED = {}
+def kendall_tau_matrix(ranks, chunk_columns=1 << 15):
+    """Kendall-tau between every two rows of ``ranks`` (each a permutation of 0..n-1: no ties).
 
-
-def _kendall_tau(ranks_a, ranks_b):
-    from scipy import stats
-    return float(stats.kendalltau(ranks_a, ranks_b).statistic)
-
-
-def _share_ranks(ranks):
-    _SHARED["ranks"] = ranks
-
-
-def _kendall_chunk(task):
-    """Kendall-tau of each ``(a, b)`` of a chunk; ``ranks`` travel with the task or were shared."""
-    ranks, pairs = task
-    ranks = _SHARED["ranks"] if ranks is None else ranks
-    return [_kendall_tau(ranks[a], ranks[b]) for a, b in pairs]
-
-
-def _pool_context():
-    """fork where the platform has it (workers inherit the ranks), else spawn."""
-    import multiprocessing
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    With S_r = (sign(r_i - r_j) for all neuron pairs i < j), tau(a, b) = <S_a, S_b> / (n(n-1)/2):
+    a Gram matrix, built from chunks of about ``chunk_columns`` neuron pairs with one BLAS matrix
+    product each. The chunks' sums are integers below 2**24, exact in float32.
+    """
+    import torch
+    ranks = torch.as_tensor(np.asarray(ranks), dtype=torch.float32)
+    runs, neurons = ranks.shape
+    if neurons < 2:
+        raise ValueError(f"Kendall-tau needs at least 2 ranked neurons, got {neurons}")
+    total = torch.zeros((runs, runs), dtype=torch.float64)
+    signs = torch.empty((runs, chunk_columns + neurons), dtype=torch.float32)
+    filled = 0
+    for i in range(neurons - 1):  # the pairs (i, j > i), one row at a time into the chunk
+        torch.sub(ranks[:, i:i + 1], ranks[:, i + 1:], out=signs[:, filled:filled + neurons - 1 - i])
+        filled += neurons - 1 - i
+        if filled >= chunk_columns or i == neurons - 2:
+            chunk = signs[:, :filled].sign_()
+            total += (chunk @ chunk.T).double()
+            filled = 0
+    return (total / (neurons * (neurons - 1) / 2)).numpy()
 
 
 def _cell(values):
@@ -264,7 +258,7 @@ def _matrix_tables(comparison, row_labels, column_labels, pairs_for, name_for_me
     return "".join(tables)
 
 
-def rank_tables(records, dataset, progress=False, jobs=1):
+def rank_tables(records, dataset, progress=False):
     """The plain-text rank/set tables of cases 1-5 for ``dataset`` (``records``: rankselection records).
 
     Case 1: each criterion against itself, different seeds. Case 2: every criterion pair over all
@@ -300,14 +294,10 @@ def rank_tables(records, dataset, progress=False, jobs=1):
     same_seed = lambda s, t: s == t  # noqa: E731
     any_seed = lambda s, t: True  # noqa: E731
 
-    all_pairs = []
-    for size in sizes:
-        for a, b in itertools.product(criteria, criteria):
-            all_pairs += pairs(a, size, b, size, any_seed)
-    for criterion in criteria:
-        for size_a, size_b in itertools.product(sizes, sizes):
-            all_pairs += pairs(criterion, size_a, criterion, size_b, any_seed)
-    comparison.precompute_kendall(all_pairs, progress, jobs)
+    # every pair the tables compare lies within one sample size or within one criterion
+    comparison.precompute_kendall([[index[k] for k in keys if k[1] == size] for size in sizes]
+                                  + [[index[k] for k in keys if k[0] == criterion] for criterion in criteria],
+                                  progress)
 
     text = []
     for size in sizes:
@@ -339,7 +329,7 @@ def rank_tables(records, dataset, progress=False, jobs=1):
     return "".join(text)
 
 
-def write_rank_tables(records, out_dir, progress=False, jobs=1):
+def write_rank_tables(records, out_dir, progress=False):
     """Write ``rank_and_set-DATASET.txt`` for every dataset with rankselection lines; return the paths."""
     datasets = [d for d in toy_datasets.DATASETS
                 if any(r.dataset == d and r.scenario == toy_log.RANK_SCENARIO for r in records)]
@@ -350,7 +340,7 @@ def write_rank_tables(records, out_dir, progress=False, jobs=1):
     written = []
     for dataset in datasets:
         path = out_dir / f"rank_and_set-{dataset}.txt"
-        path.write_text(rank_tables(records, dataset, progress, jobs), encoding="utf-8")
+        path.write_text(rank_tables(records, dataset, progress), encoding="utf-8")
         written.append(path)
     return written
 

@@ -25,7 +25,7 @@ done
 
 # neuron rankings (a ~70 MB log, not committed) and their rank/set tables
 "$PYTHON" main.py "${GRID[@]}" -rl -l ./output-rankanalysis/log.txt
-"$PYTHON" main.py -a -rl -l ./output-rankanalysis/log.txt --jobs "$JOBS"
+"$PYTHON" main.py -a -rl -l ./output-rankanalysis/log.txt
 
 # the qualitative figure: output-toy-figure/qualitative.{svg,png} (5 reference samples per class, seed 0)
 "$PYTHON" main.py -f -d all -c all -n 5 -s 0 -cm Accent -l ./output-toy-figure/log.txt

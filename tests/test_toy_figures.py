@@ -46,29 +46,36 @@ def test_qualitative_figure_has_a_row_per_dataset_and_a_column_per_panel(tmp_pat
     assert text.count("reference samples: 2 per class") == 2 and text.count("(train)") == 4
 
 
-def random_orders(runs, neurons, seed):
-    rng = np.random.default_rng(seed)
-    return [rng.permutation(neurons) for _ in range(runs)]
+@pytest.mark.parametrize("neurons, chunk", [(2, 1), (7, 4), (60, 100), (300, 1000), (300, 1 << 15)])
+def test_kendall_tau_matrix_equals_scipy(neurons, chunk):
+    rng = np.random.default_rng(neurons)
+    ranks = np.array([rng.permutation(neurons) for _ in range(6)])
+    ranks[1] = neurons - 1 - ranks[0]  # reversed: -1
+    ranks[2] = ranks[0]  # identical: 1
+    matrix = toy_analysis.kendall_tau_matrix(ranks, chunk_columns=chunk)
+    expected = [[stats.kendalltau(a, b).statistic for b in ranks] for a in ranks]
+    np.testing.assert_allclose(matrix, expected, rtol=0, atol=1e-12)
+    assert matrix[0, 1] == -1.0 and matrix[0, 2] == 1.0
 
 
-def test_kendall_tau_on_worker_processes_equals_scipy(monkeypatch):
-    monkeypatch.setattr(toy_analysis, "_KENDALL_CHUNK", 7)  # several chunks per worker
-    orders = random_orders(9, 300, 0)
-    orders[1] = orders[0][::-1]
-    pairs = [(a, b) for a in range(9) for b in range(9)]
-    serial, parallel = toy_analysis.RankComparison(orders), toy_analysis.RankComparison(orders)
-    serial.precompute_kendall(pairs, jobs=1)
-    parallel.precompute_kendall(pairs, jobs=2)
-    ranks = [np.argsort(order) for order in orders]
-    expected = [1.0 if a == b else stats.kendalltau(ranks[a], ranks[b]).statistic for a, b in pairs]
-    assert parallel.values("kendalltau", pairs) == serial.values("kendalltau", pairs)
-    np.testing.assert_allclose(parallel.values("kendalltau", pairs), expected, rtol=0, atol=1e-12)
-    assert parallel.kendall(0, 1) == pytest.approx(-1.0)
+def test_kendall_tau_matrix_on_a_hand_counted_case():
+    # (0,1,2,3) against (1,0,3,2): 2 of the 6 pairs discordant -> (4 - 2) / 6
+    assert toy_analysis.kendall_tau_matrix([[0, 1, 2, 3], [1, 0, 3, 2]])[0, 1] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        toy_analysis.kendall_tau_matrix([[0], [0]])
 
 
-def test_rank_tables_do_not_depend_on_the_number_of_jobs():
-    orders = random_orders(2 * 2 * 3, 200, 1)
-    records = [toy_log.LogRecord("moon", criterion, 2 * n, seed, "rankselection", "pre", orders[i].tolist())
-               for i, (criterion, n, seed) in enumerate((c, n, s) for c in ("lrp", "weight") for n in (1, 5)
-                                                        for s in range(3))]
-    assert toy_analysis.rank_tables(records, "moon", jobs=2) == toy_analysis.rank_tables(records, "moon", jobs=1)
+def test_rank_tables_use_group_matrices_with_the_values_of_scipy_pair_by_pair(monkeypatch):
+    rng = np.random.default_rng(1)
+    seeds = toy_analysis.KENDALL_MATRIX_MIN_RUNS // 2
+    keys = [(c, n, seed) for c in ("lrp", "weight") for n in (1, 5) for seed in range(seeds)]
+    records = [toy_log.LogRecord("moon", c, 2 * n, seed, "rankselection", "pre", rng.permutation(40).tolist())
+               for c, n, seed in keys]
+    computed = []
+    matrix = toy_analysis.kendall_tau_matrix
+    monkeypatch.setattr(toy_analysis, "kendall_tau_matrix", lambda ranks: computed.append(len(ranks)) or matrix(ranks))
+    with_matrices = toy_analysis.rank_tables(records, "moon")
+    assert computed == [2 * seeds] * 4  # per sample size, then per criterion
+    monkeypatch.setattr(toy_analysis, "KENDALL_MATRIX_MIN_RUNS", 10 ** 9)  # every pair by scipy, on demand
+    assert toy_analysis.rank_tables(records, "moon") == with_matrices
+    assert computed == [2 * seeds] * 4
