@@ -204,7 +204,7 @@ def run_grid(runs, log_path, device="cpu", jobs=1, noisy_sigma=0.0, rank_log=Fal
                        count=toy_pruning.PRUNED_NEURONS if count is None else count)
         done = 0
         with tqdm(total=len(todo), unit="run", disable=not progress, smoothing=0.05) as bar:
-            for run, lines in _results(todo, prepared, options, jobs):
+            for _, lines in _results(todo, prepared, options, jobs):
                 log.append_missing(lines)
                 done += 1
                 bar.update()

@@ -109,11 +109,12 @@ def main(argv=None):
     print(f"  one grid command:                 {grid:8.1f} s  {grid / len(runs):7.3f} s per run  "
           f"ratio {per_process / grid:5.1f}x")
     print(f"  same log lines both ways: {'yes' if same else 'NO'}")
-    print(f"{len(grown)} runs as one grid command:       {grid_grown:8.1f} s  {grid_grown / len(grown):7.3f} s per run  "
-          f"ratio {per_process_run * len(grown) / grid_grown:5.1f}x")
+    print(f"{len(grown)} runs as one grid command:       {grid_grown:8.1f} s  {grid_grown / len(grown):7.3f} s per run"
+          f"  ratio {per_process_run * len(grown) / grid_grown:5.1f}x")
     print(f"  grid start-up {start_up:.1f} s, then {marginal:.3f} s per run")
-    print(f"paper grid ({PAPER_GRID_RUNS} runs), projected: per process {per_process_run * PAPER_GRID_RUNS / 3600:.1f} h, "
-          f"one grid {paper_grid / 60:.1f} min, ratio {per_process_run * PAPER_GRID_RUNS / paper_grid:.0f}x")
+    print(f"paper grid ({PAPER_GRID_RUNS} runs), projected: "
+          f"per process {per_process_run * PAPER_GRID_RUNS / 3600:.1f} h, one grid {paper_grid / 60:.1f} min, "
+          f"ratio {per_process_run * PAPER_GRID_RUNS / paper_grid:.0f}x")
     return 0 if same else 1
 
 
