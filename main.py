@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-import toy_log
+from pruning_toolkit import toy_log
 
 RENDER_MODES = ("none", "svg", "show")
 DEVICES = ("auto", "cpu", "cuda")
@@ -76,7 +76,7 @@ def build_parser():
 
 def validate(args):
     """Return a message for the first invalid argument, or None; sets ``args.runs`` and ``args.grid``."""
-    import toy_grid
+    from pruning_toolkit import toy_grid
     try:
         args.runs = toy_grid.parse_grid(args.dataset, args.criterion, args.numsamples, args.seed)
     except ValueError as error:
@@ -102,7 +102,7 @@ def validate(args):
 
 
 def generate(args):
-    import toy_sweep
+    from pruning_toolkit import toy_sweep
     for path in toy_sweep.write_scripts(".", ranklog=args.ranklog, noisy_sigma=args.noisytest):
         print(f"wrote {path}")
 
@@ -133,7 +133,7 @@ def _writable_log(path):
 
 def run_once(args):
     _writable_log(args.logfile)
-    import toy_grid
+    from pruning_toolkit import toy_grid
     import toy_pruning
     (single,) = args.runs
     device = toy_pruning.resolve_device(args.device)
@@ -157,7 +157,7 @@ def run_once(args):
 
 def run_grid(args):
     _writable_log(args.logfile)
-    import toy_grid
+    from pruning_toolkit import toy_grid
     import toy_pruning
     device = toy_pruning.resolve_device(args.device)
     summary = toy_grid.run_grid(args.runs, args.logfile, device, jobs=args.jobs or toy_grid.default_jobs(),
@@ -172,7 +172,7 @@ def figure(args):
     """The qualitative figure of the runs given (one sample count and seed), next to the log."""
     _writable_log(args.logfile)
     import toy_analysis
-    import toy_grid
+    from pruning_toolkit import toy_grid
     import toy_pruning
     device = toy_pruning.resolve_device(args.device)
     rows = toy_grid.figure_runs(args.runs, args.logfile, device, noisy_sigma=args.noisytest)

@@ -13,8 +13,8 @@ they select exactly what the per-architecture methods select.
 import numpy as np
 import torch
 
-import graph_tracing
-import norm_graph
+from pruning_toolkit import graph_tracing
+from pruning_toolkit import norm_graph
 from graph_algorithms import longest_path_prune_edges
 from pruning_utils import (apply_mask, compute_FourierSVD_norms, compute_Ln_norms_conv,
                            fraction_pruned, kernel_alive, masked_weight, prune_kernels)

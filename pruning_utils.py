@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn.utils import prune
 
-import norm_graph
+from pruning_toolkit import norm_graph
 from msd import get_global_accuracy  # noqa: F401  (the reference exports it from here)
 
 # ============================================================================================

@@ -1,7 +1,7 @@
 """Install the pruning toolkit: ``pip install -e .`` (add ``[test]`` for the test tools)."""
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 ROOT_MODULES = sorted(p.stem for p in ROOT.glob("*.py") if p.stem != "setup")
@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     py_modules=ROOT_MODULES,
+    packages=find_packages(include=["pruning_toolkit", "pruning_toolkit.*"]),
     install_requires=[
         "numpy",
         "scipy",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import toy_datasets
-import toy_log
+from pruning_toolkit import toy_log
 
 CRITERION_COLOURS = {"weight": "black", "taylor": "blue", "grad": "green", "lrp": "red"}
 SAMPLE_TICKS = (1, 2, 5, 10, 20, 50, 100, 200)

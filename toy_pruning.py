@@ -16,8 +16,8 @@ from torch import nn
 
 import lrp
 import toy_datasets
-import toy_log
-import toy_model
+from pruning_toolkit import toy_log
+from pruning_toolkit import toy_model
 
 CRITERIA = toy_log.CRITERIA
 PRUNED_NEURONS = 1000
@@ -244,7 +244,7 @@ def load_trained_model(dataset, path=None):
     """The shipped model of ``dataset``; FileNotFoundError or ValueError with the path when unusable."""
     path = Path(path or toy_model.model_path(dataset))
     if not path.is_file():
-        raise FileNotFoundError(f"trained model {path} not found (train it with: python toy_model.py)")
+        raise FileNotFoundError(f"trained model {path} not found (train it with: python -m pruning_toolkit.toy_model)")
     try:
         return toy_model.load_model(dataset, path)
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
@@ -256,7 +256,7 @@ def load_trained_model(dataset, path=None):
 def load_training_set(dataset):
     path = toy_datasets.training_set_path(dataset)
     if not path.is_file():
-        raise FileNotFoundError(f"training set {path} not found (generate it with: python toy_model.py)")
+        raise FileNotFoundError(f"training set {path} not found (generate it with: python -m pruning_toolkit.toy_model)")
     return toy_datasets.load_training_set(dataset)
 
 

@@ -23,10 +23,10 @@ from prettytable import PrettyTable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import fcn_resnet  # noqa: E402
-import graph_tracing  # noqa: E402
+from pruning_toolkit import graph_tracing  # noqa: E402
 import msd  # noqa: E402
 import pruning_algorithms  # noqa: E402
-from shrink import SparseMSDBlock2d, count_parameters, shrink  # noqa: E402
+from pruning_toolkit.shrink import SparseMSDBlock2d, count_parameters, shrink  # noqa: E402
 
 NUM_CLASSES = 5
 MSD_DILATIONS = list(range(1, 11))

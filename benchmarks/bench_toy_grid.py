@@ -18,8 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import toy_grid  # noqa: E402
-import toy_sweep  # noqa: E402
+from pruning_toolkit import toy_grid  # noqa: E402
+from pruning_toolkit import toy_sweep  # noqa: E402
 
 PAPER_GRID_RUNS = 4800
 

@@ -50,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--init", type=_paths.Path, default=None,
+                        help="continue training from this checkpoint (weights, normalisation, optimizer, epoch)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.depth < 1 or args.epochs < 1 or args.batch_size < 1:
@@ -61,13 +63,18 @@ def main(argv=None):
         train_set = cs_dataset(args.data, "train", args.train_images)
         val_set = cs_dataset(args.data, "val", args.val_images)
         model = msd.MSDSegmentationModel(1, 5, args.depth, 1, dilations=args.dilations, device=args.device)
+        first_epoch = model.load(args.init) + 1 if args.init else 1
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         sys.exit(f"train_example_msd.py: {error}")
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
     val_dl = DataLoader(val_set, batch_size=args.batch_size, shuffle=False)
-    model.set_normalization(train_dl)
-    best_loss = float("inf")
-    epochs = tqdm(range(1, args.epochs + 1), desc="epochs", disable=args.quiet)
+    if args.init:
+        best_loss = model.validate(val_dl)
+        print(f"continuing {args.init} after epoch {first_epoch - 1} (validation loss {best_loss:.5f})")
+    else:
+        model.set_normalization(train_dl)
+        best_loss = float("inf")
+    epochs = tqdm(range(first_epoch, first_epoch + args.epochs), desc="epochs", disable=args.quiet)
     for epoch in epochs:
         for input, target in tqdm(train_dl, desc=f"epoch {epoch}", leave=False, disable=args.quiet):
             model.learn(input, target)

@@ -241,3 +241,20 @@ def test_plot_entry_rejects_a_file_of_another_layout(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == (f"plot_results.py: {other}: not a pruning results file (missing columns "
                            "['target_kept', 'kept_fraction', 'test_accuracy', 'train_loss', 'seconds', 'model_file'])")
+
+
+def test_training_continues_from_a_checkpoint_with_its_weights_and_epoch(tmp_path, quick_data, capsys):
+    import train_example_msd
+    first, second = tmp_path / "first.torch", tmp_path / "second.torch"
+    common = ["--data", quick_data, "--depth", "4", "--dilations", "1-2", "--epochs", "1",
+              "--threads", "1", "--quiet", "--train-images", "5", "--val-images", "5"]
+    train_example_msd.main([str(a) for a in common + ["--out", first]])
+    capsys.readouterr()
+    train_example_msd.main([str(a) for a in common + ["--out", second, "--init", first]])
+    out = capsys.readouterr().out
+    reloaded = msd.MSDSegmentationModel(1, 5, 4, 1, dilations=[1, 2], device="cpu")
+    assert reloaded.load(first) == 1
+    val_set = train_example_msd.cs_dataset(quick_data, "val", 5)
+    val_loss = reloaded.validate(torch.utils.data.DataLoader(val_set, batch_size=5))
+    assert f"after epoch 1 (validation loss {val_loss:.5f})" in out
+    assert "epoch 2: validation loss" in out

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import fcn_resnet
-import graph_tracing
-import norm_graph
+from pruning_toolkit import graph_tracing
+from pruning_toolkit import norm_graph
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import dense_lean_selection, random_msd, randomize_batchnorms

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import msd
-import norm_graph
+from pruning_toolkit import norm_graph
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import dense_lean_selection, fft_spectral_norms, kernel_kept, random_msd

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fcn_resnet
-import norm_graph
+from pruning_toolkit import norm_graph
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import dense_lean_selection, kernel_kept, randomize_batchnorms

@@ -5,13 +5,13 @@ import torch
 from torch import nn
 
 import fcn_resnet
-import graph_tracing
+from pruning_toolkit import graph_tracing
 import msd
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import random_msd, randomize_batchnorms
-import shrink as shrink_module
-from shrink import SparseMSDBlock2d, count_parameters, shrink
+from pruning_toolkit import shrink as shrink_module
+from pruning_toolkit.shrink import SparseMSDBlock2d, count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
 NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)

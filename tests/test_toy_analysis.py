@@ -12,8 +12,8 @@ from scipy import stats
 
 import toy_analysis
 import toy_datasets
-import toy_log
-import toy_model
+from pruning_toolkit import toy_log
+from pruning_toolkit import toy_model
 import toy_pruning
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import pytest
 
 import main
 import toy_datasets
-import toy_log
-import toy_model
+from pruning_toolkit import toy_log
+from pruning_toolkit import toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

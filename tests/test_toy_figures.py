@@ -6,8 +6,8 @@ from matplotlib import image
 from scipy import stats
 
 import toy_analysis
-import toy_grid
-import toy_log
+from pruning_toolkit import toy_grid
+from pruning_toolkit import toy_log
 from test_toy_grid import WIDTH, expected_lines, read_lines, tiny_prepared
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import toy_datasets
-import toy_grid
-import toy_log
-import toy_model
+from pruning_toolkit import toy_grid
+from pruning_toolkit import toy_log
+from pruning_toolkit import toy_model
 import toy_pruning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,9 @@ GRID_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
-    import toy_grid, toy_pruning, test_toy_grid
+    import test_toy_grid
+    import toy_pruning
+    from pruning_toolkit import toy_grid
     run = toy_pruning.run
 
     def slow_run(*args, **kwargs):  # at least 20 ms a run, so that the grid is still running when killed

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import toy_log
+from pruning_toolkit import toy_log
 
 
 def test_key_and_line_have_the_spec_format():

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import toy_datasets
-import toy_log
-import toy_model
+from pruning_toolkit import toy_log
+from pruning_toolkit import toy_model
 import toy_pruning
 
 
@@ -306,6 +306,18 @@ def test_run_rejects_bad_arguments(tiny_prepared):
 shipped = pytest.mark.skipif(not (toy_model.model_path("moon").is_file()
                                   and toy_datasets.training_set_path("moon").is_file()),
                              reason="shipped moon model or training set not present")
+
+
+@pytest.mark.parametrize("dataset, required_accuracy", [("moon", 99.5), ("circle", 99.5), ("mult", 94.0)])
+def test_shipped_models_reach_the_spec_accuracy_and_record_their_recipe(dataset, required_accuracy):
+    if not (toy_model.model_path(dataset).is_file() and toy_datasets.training_set_path(dataset).is_file()):
+        pytest.skip(f"shipped {dataset} model or training set not present")
+    X, y = toy_datasets.load_training_set(dataset)
+    accuracy = toy_model.accuracy(toy_model.load_model(dataset), X, y)
+    recipe = toy_model.load_recipe(dataset)
+    assert accuracy >= required_accuracy
+    assert recipe["dataset"] == dataset and recipe["seed"] == toy_model.TRAINING_SEED
+    assert recipe["train_accuracy"] == pytest.approx(accuracy)
 
 
 @shipped

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import norm_graph
+from pruning_toolkit import norm_graph
 
 
 class BasicBlock(nn.Module):

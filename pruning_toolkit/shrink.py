@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 from torch.nn.utils import prune
 
-import graph_tracing
+from pruning_toolkit import graph_tracing
 from msd import symmetric_index
 from pruning_utils import masked_weight
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from norm_graph import ChannelGraph, ConvLayer
+from pruning_toolkit.norm_graph import ChannelGraph, ConvLayer
 from pruning_utils import masked_weight
 
 # ============================================================================================
@@ -73,7 +73,7 @@ class TracedLayer:
 
 @dataclass
 class ModuleRecord:
-    """A leaf module the tracer met, for the surgery in ``shrink.py`` (``data`` is rule-defined)."""
+    """A leaf module the tracer met, for the surgery in ``pruning_toolkit.shrink`` (``data`` is rule-defined)."""
 
     rule: "ChannelRule"
     module: nn.Module
@@ -141,7 +141,7 @@ class ChannelRule:
 
     ``trace`` runs after the module ran on the traced inputs (their :class:`TracedValue`, or
     None for tensors not derived from the model input) and returns the output's value; it
-    adds prunable layers with ``tracer.add_layer`` and leaves what surgery (``shrink.py``)
+    adds prunable layers with ``tracer.add_layer`` and leaves what surgery (``pruning_toolkit.shrink``)
     needs with ``tracer.record``."""
 
     def trace(self, tracer, module, path, inputs, output):

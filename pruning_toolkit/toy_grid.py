@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import toy_datasets
-import toy_log
-import toy_sweep
+from pruning_toolkit import toy_log
+from pruning_toolkit import toy_sweep
 
 ALL = "all"
 SEED_LIMIT = 2 ** 32

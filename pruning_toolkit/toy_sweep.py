@@ -6,7 +6,7 @@
 from pathlib import Path
 
 import toy_datasets
-import toy_log
+from pruning_toolkit import toy_log
 
 SAMPLES_PER_CLASS = (1, 2, 5, 10, 20, 50, 100, 200)
 SEEDS = tuple(range(50))
