@@ -7,5 +7,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import matplotlib  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 matplotlib.use("Agg")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (small convolutions are slower on two), then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+import fcn_resnet
 import msd
 from graph_algorithms import longest_path_prune_reference
 
@@ -14,6 +15,17 @@ def random_msd(seed, c_in=2, c_out=3, depth=12, dilations=(1, 2, 3)):
         for parameter in model.msd.parameters():
             parameter.normal_()
     return model
+
+
+NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)
+
+
+def narrow_fcn(seed, in_channels=1, num_classes=3):
+    """A small FCN-ResNet50 (same structure, few channels) with random BatchNorm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = fcn_resnet.fcn_resnet50(num_classes, in_channels, **NARROW)
+    randomize_batchnorms(model, seed)
+    return model.eval()
 
 
 def randomize_batchnorms(model, seed):

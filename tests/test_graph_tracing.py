@@ -9,31 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-import fcn_resnet
 from pruning_toolkit import graph_tracing
 from pruning_toolkit import norm_graph
 import pruning_algorithms as lean
 import pruning_utils
-from lean_helpers import dense_lean_selection, random_msd, randomize_batchnorms
+from lean_helpers import dense_lean_selection, narrow_fcn, random_msd, randomize_batchnorms
 from tracing_models import (ResNet18Like, SmallUNet, assert_same_graph, kept_kernels, resnet18_like_graph,
                             small_unet_graph)
 
-NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def narrow_fcn(seed):
-    torch.manual_seed(seed)
-    model = fcn_resnet.fcn_resnet50(3, 1, **NARROW)
-    randomize_batchnorms(model, seed)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_same_masks(graph_a, graph_b):

@@ -9,13 +9,7 @@ import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import dense_lean_selection, fft_spectral_norms, kernel_kept, random_msd
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def kept_matrix(model, include_final_layer=True):

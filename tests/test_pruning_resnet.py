@@ -7,24 +7,9 @@ import fcn_resnet
 from pruning_toolkit import norm_graph
 import pruning_algorithms as lean
 import pruning_utils
-from lean_helpers import dense_lean_selection, kernel_kept, randomize_batchnorms
+from lean_helpers import NARROW, dense_lean_selection, kernel_kept, narrow_fcn
 
-NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def narrow_fcn(seed, in_channels=1, num_classes=3):
-    torch.manual_seed(seed)
-    model = fcn_resnet.fcn_resnet50(num_classes, in_channels, **NARROW)
-    randomize_batchnorms(model, seed)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_graph_numbers_channels_in_network_order_with_identity_and_downsample_skips():

@@ -9,20 +9,12 @@ from pruning_toolkit import graph_tracing
 import msd
 import pruning_algorithms as lean
 import pruning_utils
-from lean_helpers import random_msd, randomize_batchnorms
+from lean_helpers import NARROW, random_msd, randomize_batchnorms
 from pruning_toolkit import shrink as shrink_module
 from pruning_toolkit.shrink import SparseMSDBlock2d, count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
-NARROW = dict(blocks_per_layer=(2, 2, 2, 1), layer_widths=(4, 6, 8, 8), stem_channels=6)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_macs_by_hooks(model, x):
