@@ -442,7 +442,7 @@ class MSDSegmentationModel:
     def load(self, path):
         """Load a checkpoint saved by msd_pytorch 0.9/0.10 or by ``save`` (pruned ones
         re-create their torch.nn.utils.prune masks); returns the stored epoch."""
-        state = _read_checkpoint(path, self.device)
+        state = read_checkpoint(path, self.device)
         state_dict = _strip_prefix(state["state_dict"], "module.")
         self._check_compatible(path, state_dict)
         _match_pruning(self._plain_net, state_dict)
@@ -475,7 +475,8 @@ class MSDSegmentationModel:
                              f"(missing {missing}, unexpected {unexpected})")
 
 
-def _read_checkpoint(path, device):
+def read_checkpoint(path, device):
+    """A checkpoint in msd_pytorch's layout as a dict; clear errors for missing, corrupt or other files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

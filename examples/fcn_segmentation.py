@@ -65,7 +65,7 @@ class FCNSegmentationModel:
 
     def load(self, path):
         """Load a checkpoint written by :meth:`save` (pruned or not); returns its epoch."""
-        state = _read_checkpoint(path, self.device)
+        state = msd.read_checkpoint(path, self.device)
         state_dict = state["state_dict"]
         self._check_fits(path, state_dict)
         _recreate_masks(self.net, state_dict)
@@ -99,19 +99,6 @@ class FCNSegmentationModel:
 
 def _plain(key):
     return key[:-len("_orig")] if key.endswith("_orig") else key
-
-
-def _read_checkpoint(path, device):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or unsafe files
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__})") from None
-    if not isinstance(state, dict) or "state_dict" not in state or "epoch" not in state:
-        raise ValueError(f"{path}: expected a dict with keys 'epoch', 'state_dict', 'optimizer'")
-    return state
 
 
 def _recreate_masks(net, state_dict):

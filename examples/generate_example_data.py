@@ -10,12 +10,13 @@ each shape (a hollow shape gets its filled twin's area), 0 the background. Write
     python examples/generate_example_data.py [--out DIR] [--train 500 --val 100 --test 50]
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from _atomic import write_atomically
 
 SHAPES_PER_IMAGE = 24
 MAX_PLACEMENT_TRIES = 100_000
@@ -69,16 +70,6 @@ def generate_cs_images(counts, size=256, seed=12345):
             yield (split, index, *make_cs_image(rng, size, templates))
 
 
-def _write_tiff(path, array):
-    """Write ``array`` to ``path`` via a temporary file, so no partial file is left."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(temporary, array)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def generate_example_data(out, counts, size=256, seed=12345, progress=None):
     """Write the CS set under ``out``; ``progress`` wraps the image iterator (e.g. tqdm)."""
     out = Path(out)
@@ -89,10 +80,9 @@ def generate_example_data(out, counts, size=256, seed=12345, progress=None):
     if progress is not None:
         images = progress(images, total=sum(counts.values()))
     for split, index, noisy, noiseless, label in images:
-        name = f"{index:05d}.tiff"
-        _write_tiff(out / split / "noisy" / name, noisy)
-        _write_tiff(out / split / "noiseless" / name, noiseless)
-        _write_tiff(out / split / "label" / name, label)
+        for kind, array in (("noisy", noisy), ("noiseless", noiseless), ("label", label)):
+            write_atomically(out / split / kind / f"{index:05d}.tiff",
+                             lambda temporary: tifffile.imwrite(temporary, array))  # noqa: B023 (called at once)
 
 
 def parse_args(argv=None):

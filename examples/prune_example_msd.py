@@ -44,8 +44,7 @@ class MSDPruning(experiment.PruningSetup):
     """MS-D (c_in 1, 5 labels, width 1) on the CS data, pruned with the 3x3 variants."""
 
     def __init__(self, args, test_loader=None):
-        self.args = args
-        self.test_loader = test_loader
+        super().__init__(args, test_loader)
         self.title = f"MS-D depth {args.depth} on CS data"
 
     def load_model(self, path=None):
@@ -59,15 +58,6 @@ class MSDPruning(experiment.PruningSetup):
 
     def kept_fraction(self, model):
         return 1 - pruning_utils.fraction_pruned_convs_MSD_3x3(model)
-
-    def learn(self, model, input, target):
-        return model.learn(input, target)
-
-    def accuracy(self, model):
-        return msd.get_global_accuracy(model, self.test_loader)
-
-    def save(self, model, path, epoch):
-        model.save(path, epoch)
 
     def file_name(self, label, target_kept, accuracy):
         return f"msd_network_{label}_d={self.args.depth}_ratio={target_kept:.4f}_acc={accuracy:.4f}.torch"

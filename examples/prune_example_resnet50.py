@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import _paths
-import msd
 import pruning_algorithms as lean
 import pruning_experiment as experiment
 import pruning_utils
@@ -49,8 +48,7 @@ class ResNetPruning(experiment.PruningSetup):
     """FCN-ResNet50 (narrow with --quick) on the CS data, every convolution prunable."""
 
     def __init__(self, args, test_loader=None):
-        self.args = args
-        self.test_loader = test_loader
+        super().__init__(args, test_loader)
         self.title = f"{'narrow ' if args.quick else ''}FCN-ResNet50 on CS data"
 
     def new_model(self):
@@ -66,15 +64,6 @@ class ResNetPruning(experiment.PruningSetup):
 
     def kept_fraction(self, model):
         return 1 - pruning_utils.fraction_pruned_convs_ResNet50(model.net)
-
-    def learn(self, model, input, target):
-        return model.learn(input, target)
-
-    def accuracy(self, model):
-        return msd.get_global_accuracy(model, self.test_loader)
-
-    def save(self, model, path, epoch):
-        model.save(path, epoch)
 
     def file_name(self, label, target_kept, accuracy):
         return f"fcn_resnet50_{label}_ratio={target_kept:.4f}_acc={accuracy:.4f}.torch"

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import _paths
 import generate_example_data
+import msd
 import plot_results
 from train_example_msd import cs_dataset
 
@@ -43,6 +44,10 @@ class PruningSetup:
 
     title = "Test accuracy while pruning"
 
+    def __init__(self, args, test_loader=None):
+        self.args = args
+        self.test_loader = test_loader
+
     def load_model(self, path=None):
         """The start model (``path`` None) or a pruned checkpoint, ready to fine-tune."""
         raise NotImplementedError
@@ -56,16 +61,16 @@ class PruningSetup:
         raise NotImplementedError
 
     def learn(self, model, input, target):
-        """One optimiser step on one batch; returns the batch loss."""
-        raise NotImplementedError
+        """One optimiser step on one batch (models with msd_pytorch's surface); returns the batch loss."""
+        return model.learn(input, target)
 
     def accuracy(self, model):
         """Pixel accuracy on the test set."""
-        raise NotImplementedError
+        return msd.get_global_accuracy(model, self.test_loader)
 
     def save(self, model, path, epoch):
         """Write ``{"epoch", "state_dict", "optimizer"}`` to ``path`` atomically."""
-        raise NotImplementedError
+        model.save(path, epoch)
 
     def file_name(self, label, target_kept, accuracy):
         """The pruned model's file name (the reference's pattern for its architecture)."""
