@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 
 SINGLE_EDGE_CHAIN_LIMIT = 1000
-ENGINES = ("fast", "lazy", "levels", "reference")
+ENGINES = ("fast", "numba", "lazy", "levels", "reference")
 WIDE_LEVEL = 400  # mean nodes per topological level from which "fast" picks the per-level engine
 # (measured: FCN-ResNet50-sized graphs, ~520 nodes per level, run 1.7-3.5x faster on "levels";
 # MS-D graphs (1 node per level) and ResNet-like graphs up to ~260 per level on "lazy")
@@ -667,10 +667,25 @@ def _chain_finder(graph, engine):
         raise ValueError(f"unknown engine {engine!r}, expected one of {ENGINES}")
     if engine == "reference" or (graph.weight < 0).any():
         return ReferenceChainFinder(graph)
-    if engine == "fast":
+    if engine in ("fast", "numba"):
+        numba_finder = _numba_finder_class()
+        if numba_finder is not None:
+            return numba_finder(graph)
+        if engine == "numba":
+            raise ValueError("engine='numba' needs the numba package (pip install numba); "
+                             "engine='fast' falls back to the numpy engines without it")
         n_levels = max(graph.level_ptr.size - 1, 1)
         engine = "levels" if graph.n_nodes / n_levels >= WIDE_LEVEL else "lazy"
     return LevelChainFinder(graph) if engine == "levels" else LazyChainFinder(graph)
+
+
+def _numba_finder_class():
+    """``graph_engines_numba.NumbaChainFinder``, or None when numba is not installed."""
+    try:
+        from graph_engines_numba import NumbaChainFinder
+    except ImportError:
+        return None
+    return NumbaChainFinder
 
 
 def _edges_until_target(n_marked, total, perc, available):
