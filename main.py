@@ -1,6 +1,8 @@
 """Command line of the "Pruning by Explaining" toy experiment: one pruning run, sweep scripts, log analysis.
 
     python main.py -d moon -c lrp -n 10 -s 1 -l ./output/log.txt    # one run, 4 log lines
+    python main.py -d all -c all -n all -s 0-49 -l ./output/log.txt  # the paper's grid, resumable
+    python main.py -f -d all -c all -n 5 -s 0 -l ./output-toy-figure/log.txt  # qualitative figure
     python main.py -g [-rl | -nt SIGMA]                              # write the sweep scripts
     python main.py -a -l ./output/log.txt [-rl]                      # plots / rank tables
 
@@ -26,14 +28,18 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _OneLineErrorParser(prog="main.py", description="Neural Network Pruning Toy experiment")
-    parser.add_argument("--dataset", "-d", default="mult", choices=toy_log.DATASETS,
-                        help="The toy dataset to use. Choices: " + ", ".join(toy_log.DATASETS))
-    parser.add_argument("--criterion", "-c", default="lrp", choices=toy_log.CRITERIA,
-                        help="The criterion to use for pruning. Choices: " + ", ".join(toy_log.CRITERIA))
-    parser.add_argument("--numsamples", "-n", type=int, default=5,
-                        help="Number of training samples (per class) to use for computing the pruning criterion.")
-    parser.add_argument("--seed", "-s", type=int, default=1,
-                        help="Random seed used for (random) sample selection for pruning criterion computation.")
+    parser.add_argument("--dataset", "-d", default="mult",
+                        help="The toy dataset to use. Choices: " + ", ".join(toy_log.DATASETS) +
+                             "; a comma list or 'all' runs a grid (see below).")
+    parser.add_argument("--criterion", "-c", default="lrp",
+                        help="The criterion to use for pruning. Choices: " + ", ".join(toy_log.CRITERIA) +
+                             "; a comma list or 'all' runs a grid.")
+    parser.add_argument("--numsamples", "-n", default=5,
+                        help="Number of training samples (per class) to use for computing the pruning criterion; "
+                             "a list and ranges (1,2,5 or 10-20) or 'all' (1,2,5,10,20,50,100,200) run a grid.")
+    parser.add_argument("--seed", "-s", default=1,
+                        help="Random seed used for (random) sample selection for pruning criterion computation; "
+                             "a list and ranges (0-49 or 0-9,20) or 'all' (0-49) run a grid.")
     parser.add_argument("--rendermode", "-r", default="none", choices=RENDER_MODES,
                         help="Is result visualization desired? Choices: none, svg, show")
     parser.add_argument("--colormap", "-cm", default="Dark2",
@@ -55,19 +61,40 @@ def build_parser():
                              "this standard deviation (with -g: generate such scripts).")
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="Where to compute: auto (CUDA when available), cpu or cuda.")
+    parser.add_argument("--jobs", "-j", type=int, default=None,
+                        help="Grid runs: number of worker processes (default: the number of cores; on CUDA, 1).")
+    parser.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
+    parser.add_argument("--figure", "-f", action="store_true",
+                        help="Draw the qualitative figure for the datasets (rows) and criteria (columns) given "
+                             "with -d and -c, for one -n and -s, as LOGDIR/qualitative.svg and .png; the runs' "
+                             "lines go to the log.")
+    parser.epilog = ("Grids: when -d, -c, -n or -s holds a list, a range or 'all', every combination runs in "
+                     "this one process tree (--jobs workers, one torch thread each). Runs the log already "
+                     "holds are skipped, so an interrupted grid continues when started again.")
     return parser
 
 
 def validate(args):
-    """Return a message for the first invalid argument, or None."""
-    if args.numsamples < 1:
-        return f"--numsamples must be at least 1, got {args.numsamples}"
-    if not 0 <= args.seed < 2 ** 32:
-        return f"--seed must be between 0 and 2**32 - 1, got {args.seed}"
+    """Return a message for the first invalid argument, or None; sets ``args.runs`` and ``args.grid``."""
+    import toy_grid
+    try:
+        args.runs = toy_grid.parse_grid(args.dataset, args.criterion, args.numsamples, args.seed)
+    except ValueError as error:
+        return str(error)
+    args.grid = any(toy_grid.is_grid_value(value)
+                    for value in (args.dataset, args.criterion, args.numsamples, args.seed))
     if not (math.isfinite(args.noisytest) and args.noisytest >= 0):
         return f"--noisytest must be a finite standard deviation >= 0, got {args.noisytest}"
     if args.generate and args.ranklog and args.noisytest > 0:
         return "--generate takes either --ranklog or --noisytest, not both"
+    if args.jobs is not None and args.jobs < 1:
+        return f"--jobs must be at least 1, got {args.jobs}"
+    if args.grid and not (args.generate or args.analyze or args.figure) and args.rendermode != "none":
+        return "--rendermode svg/show draws single runs only; give single values for -d, -c, -n and -s"
+    if args.figure and (len({r.samples_per_class for r in args.runs}) > 1 or len({r.seed for r in args.runs}) > 1):
+        return "--figure draws one sample count and one seed: give single values for -n and -s"
+    if args.figure and args.ranklog:
+        return "--figure draws pruned models; it does not take --ranklog"
     import matplotlib
     if args.colormap not in matplotlib.colormaps:
         return f"unknown colormap {args.colormap!r}; use a matplotlib colormap name such as Dark2, Set1 or tab10"
@@ -83,9 +110,12 @@ def generate(args):
 def analyze(args):
     import toy_analysis
     records = toy_log.read_log(args.logfile)
+    if toy_log.torn_tail(args.logfile):
+        print(f"main.py: note: {args.logfile} ends with an unfinished line (a writer was killed or is still "
+              "writing); it is left out", file=sys.stderr)
     out_dir = Path(args.logfile).parent
     if args.ranklog:
-        for path in toy_analysis.write_rank_tables(records, out_dir, progress=sys.stderr.isatty()):
+        for path in toy_analysis.write_rank_tables(records, out_dir, progress=not args.quiet and sys.stderr.isatty()):
             print(f"wrote {path}")
         return
     written, means = toy_analysis.write_accuracy_plots(records, out_dir, show=args.rendermode == "show")
@@ -94,16 +124,23 @@ def analyze(args):
         print(f"wrote {path}")
 
 
-def run_once(args):
+def _writable_log(path):
     try:
-        toy_log.check_writable(args.logfile)
+        toy_log.check_writable(path)
     except OSError as error:
-        raise OSError(f"cannot write log file {args.logfile}: {error.strerror or error}") from None
+        raise OSError(f"cannot write log file {path}: {error.strerror or error}") from None
+
+
+def run_once(args):
+    _writable_log(args.logfile)
+    import toy_grid
     import toy_pruning
+    (single,) = args.runs
     device = toy_pruning.resolve_device(args.device)
-    prepared = toy_pruning.prepare(args.dataset, device)
-    result = toy_pruning.run(prepared, args.criterion, args.numsamples, args.seed,
-                             noisy_sigma=args.noisytest, rank_log=args.ranklog)
+    with toy_grid.one_torch_thread(device):
+        prepared = toy_pruning.prepare(single.dataset, device)
+        result = toy_pruning.run(prepared, single.criterion, single.samples_per_class, single.seed,
+                                 noisy_sigma=args.noisytest, rank_log=args.ranklog)
     toy_log.append_lines(args.logfile, result.lines)
     if args.ranklog:
         print(f"{result.lines[0].split(' ')[0]} [{len(result.order)} neuron indices] -> {args.logfile}")
@@ -113,9 +150,34 @@ def run_once(args):
     if args.rendermode != "none":
         import toy_analysis
         out_dir = Path(args.logfile).parent if args.rendermode == "svg" else None
-        for path in toy_analysis.render_evaluations(result.evaluations, prepared.train_X, args.criterion,
+        for path in toy_analysis.render_evaluations(result.evaluations, prepared.train_X, single.criterion,
                                                     args.colormap, out_dir, show=args.rendermode == "show"):
             print(f"wrote {path}")
+
+
+def run_grid(args):
+    _writable_log(args.logfile)
+    import toy_grid
+    import toy_pruning
+    device = toy_pruning.resolve_device(args.device)
+    summary = toy_grid.run_grid(args.runs, args.logfile, device, jobs=args.jobs or toy_grid.default_jobs(),
+                                noisy_sigma=args.noisytest, rank_log=args.ranklog,
+                                progress=not args.quiet and sys.stderr.isatty())
+    per_run = f" ({summary.seconds / summary.done:.3f} s per run)" if summary.done else ""
+    print(f"{summary.requested} runs: {summary.skipped} already in {args.logfile}, {summary.done} run now "
+          f"in {summary.seconds:.1f} s{per_run}")
+
+
+def figure(args):
+    """The qualitative figure of the runs given (one sample count and seed), next to the log."""
+    _writable_log(args.logfile)
+    import toy_analysis
+    import toy_grid
+    import toy_pruning
+    device = toy_pruning.resolve_device(args.device)
+    rows = toy_grid.figure_runs(args.runs, args.logfile, device, noisy_sigma=args.noisytest)
+    for path in toy_analysis.write_qualitative_figure(rows, args.colormap, Path(args.logfile).parent):
+        print(f"wrote {path}")
 
 
 def main(argv=None):
@@ -129,13 +191,18 @@ def main(argv=None):
             generate(args)
         elif args.analyze:
             analyze(args)
+        elif args.figure:
+            figure(args)
+        elif args.grid:
+            run_grid(args)
         else:
             run_once(args)
     except (OSError, ValueError) as error:
         print(f"main.py: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("main.py: interrupted", file=sys.stderr)
+        resume = " (the log holds every finished run: the same command continues the grid)" if args.grid else ""
+        print(f"main.py: interrupted{resume}", file=sys.stderr)
         return 130
     return 0
 

@@ -14,6 +14,7 @@ import toy_log
 CRITERION_COLOURS = {"weight": "black", "taylor": "blue", "grad": "green", "lrp": "red"}
 SAMPLE_TICKS = (1, 2, 5, 10, 20, 50, 100, 200)
 SET_SIZES = (125, 250, 500, 1000)
+KENDALL_MATRIX_MIN_RUNS = 24
 GRID_STEPS = 200
 GRID_MARGIN = 0.1
 
@@ -185,20 +186,50 @@ class RankComparison:
             self._kendall[pair] = float(self._stats.kendalltau(self.ranks[pair[0]], self.ranks[pair[1]]).statistic)
         return self._kendall[pair]
 
-    def precompute_kendall(self, pairs, progress=False):
-        """Compute the Kendall-tau of all ``pairs`` up front (a tqdm bar when ``progress``)."""
-        todo = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b} - set(self._kendall))
-        if progress:
-            from tqdm import tqdm
-            todo = tqdm(todo, desc="kendall-tau pairs", leave=False)
-        for a, b in todo:
-            self.kendall(a, b)
+    def precompute_kendall(self, groups, progress=False):
+        """Kendall-tau of every two runs inside each group of run indices, as a matrix per group
+        (:func:`kendall_tau_matrix`) for groups of at least ``KENDALL_MATRIX_MIN_RUNS`` runs; scipy,
+        one pair at a time, would take about an hour for the ~1.3 million pairs of a full grid."""
+        from tqdm import tqdm
+        for group in tqdm(groups, desc="kendall-tau groups", leave=False, disable=not progress):
+            group = np.asarray(sorted(set(group)), dtype=np.int64)
+            if len(group) < KENDALL_MATRIX_MIN_RUNS:  # cheaper pair by pair, on demand
+                continue
+            matrix = kendall_tau_matrix(self.ranks[group])
+            first, second = np.triu_indices(len(group), 1)
+            self._kendall.update(zip(zip(group[first].tolist(), group[second].tolist()),
+                                     matrix[first, second].tolist()))
 
     def values(self, measure, pairs):
         if measure == "kendalltau":
             return [self.kendall(a, b) for a, b in pairs]
         matrix = self._matrices[measure]
         return [float(matrix[a, b]) for a, b in pairs]
+
+
+def kendall_tau_matrix(ranks, chunk_columns=1 << 15):
+    """Kendall-tau between every two rows of ``ranks`` (each a permutation of 0..n-1: no ties).
+
+    With S_r = (sign(r_i - r_j) for all neuron pairs i < j), tau(a, b) = <S_a, S_b> / (n(n-1)/2):
+    a Gram matrix, built from chunks of about ``chunk_columns`` neuron pairs with one BLAS matrix
+    product each. The chunks' sums are integers below 2**24, exact in float32.
+    """
+    import torch
+    ranks = torch.as_tensor(np.asarray(ranks), dtype=torch.float32)
+    runs, neurons = ranks.shape
+    if neurons < 2:
+        raise ValueError(f"Kendall-tau needs at least 2 ranked neurons, got {neurons}")
+    total = torch.zeros((runs, runs), dtype=torch.float64)
+    signs = torch.empty((runs, chunk_columns + neurons), dtype=torch.float32)
+    filled = 0
+    for i in range(neurons - 1):  # the pairs (i, j > i), one row at a time into the chunk
+        torch.sub(ranks[:, i:i + 1], ranks[:, i + 1:], out=signs[:, filled:filled + neurons - 1 - i])
+        filled += neurons - 1 - i
+        if filled >= chunk_columns or i == neurons - 2:
+            chunk = signs[:, :filled].sign_()
+            total += (chunk @ chunk.T).double()
+            filled = 0
+    return (total / (neurons * (neurons - 1) / 2)).numpy()
 
 
 def _cell(values):
@@ -263,14 +294,10 @@ def rank_tables(records, dataset, progress=False):
     same_seed = lambda s, t: s == t  # noqa: E731
     any_seed = lambda s, t: True  # noqa: E731
 
-    all_pairs = []
-    for size in sizes:
-        for a, b in itertools.product(criteria, criteria):
-            all_pairs += pairs(a, size, b, size, any_seed)
-    for criterion in criteria:
-        for size_a, size_b in itertools.product(sizes, sizes):
-            all_pairs += pairs(criterion, size_a, criterion, size_b, any_seed)
-    comparison.precompute_kendall(all_pairs, progress)
+    # every pair the tables compare lies within one sample size or within one criterion
+    comparison.precompute_kendall([[index[k] for k in keys if k[1] == size] for size in sizes]
+                                  + [[index[k] for k in keys if k[0] == criterion] for criterion in criteria],
+                                  progress)
 
     text = []
     for size in sizes:
@@ -397,3 +424,56 @@ def render_evaluations(evaluations, train_X, criterion, colormap, out_dir=None, 
         plt.show()
         plt.close("all")
     return written
+
+
+def qualitative_panels(results):
+    """The panels of one row of the qualitative figure from ``[(criterion, RunResult)]`` of one dataset:
+    training data and reference samples on the unpruned model's decision regions, then the regions
+    after pruning with each criterion (with the reference samples), titled with training accuracies."""
+    train, reference = results[0][1].evaluations[:2]
+    panels = [(f"training data: {train.accuracy:.1f} %", train.model, train.X, train.y),
+              (f"reference samples: {len(reference.y) // int(reference.model[-1].out_features)} per class",
+               reference.model, reference.X, reference.y)]
+    for criterion, result in results:
+        pruned_train, pruned_test = result.evaluations[2:]
+        panels.append((f"{criterion}: {pruned_train.accuracy:.1f} % (train)", pruned_test.model, pruned_test.X,
+                       pruned_test.y))
+    return panels
+
+
+def write_qualitative_figure(rows, colormap, out_dir, name="qualitative"):
+    """The paper's qualitative figure, one row per dataset (rows from ``toy_grid.figure_runs``).
+
+    Every panel of a row shares the decision grid spanned by that row's training data. Writes
+    ``NAME.svg`` and ``NAME.png`` into ``out_dir`` and returns their paths.
+    """
+    plt = _pyplot()
+    panel_rows = [(dataset, np.asarray(train_X), qualitative_panels(results)) for dataset, train_X, results in rows]
+    columns = max(len(panels) for _, _, panels in panel_rows)
+    figure, grid = plt.subplots(len(rows), columns, squeeze=False, figsize=(2.6 * columns, 2.6 * len(rows)),
+                                constrained_layout=True)
+    for row, (dataset, train_X, panels) in enumerate(panel_rows):
+        xs, ys = decision_grid(train_X)
+        predictions_of = {}
+        for column in range(columns):
+            axes = grid[row][column]
+            if column >= len(panels):
+                axes.set_axis_off()
+                continue
+            title, model, X, y = panels[column]
+            num_classes = int(model[-1].out_features)
+            if id(model) not in predictions_of:
+                predictions_of[id(model)] = predict_grid(model, xs, ys)
+            draw_decision_regions(axes, xs, ys, predictions_of[id(model)], X.cpu().numpy(), y.cpu().numpy(),
+                                  class_colours(colormap, num_classes), num_classes)
+            axes.set_title(title, fontsize="small")
+            axes.set_xticks([])
+            axes.set_yticks([])
+        grid[row][0].set_ylabel(dataset)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.svg", out_dir / f"{name}.png"]
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return paths

@@ -91,6 +91,10 @@ def generated_runs(folder):
         assert lines[0] == "#!/bin/bash" and lines[1].startswith("mkdir -p ")
         runs[script.name] = [parser.parse_args(line.split()[2:]) for line in lines[2:]]
         assert all(line.startswith("python main.py ") for line in lines[2:])
+        for args in runs[script.name]:
+            assert main.validate(args) is None and not args.grid
+            ((args.dataset, args.criterion, args.numsamples, args.seed),) = [
+                (r.dataset, r.criterion, r.samples_per_class, r.seed) for r in args.runs]
     return runs
 
 
