@@ -155,3 +155,23 @@ def test_bad_cache_size_and_negative_weights():
         NumbaChainFinder(negative)
     # the dispatcher sends negative weights to the reference engine
     assert isinstance(ga._chain_finder(negative, "numba"), ga.ReferenceChainFinder)
+
+
+def test_stack_regrowth_keeps_results_exact():
+    # A stack too small for one refresh: the finder grows it and resumes from valid partial state.
+    rng = np.random.default_rng(11)
+    matrix, skip = GRAPH_KINDS["resnet"](rng, True)
+    graph = ga.graph_from_matrix(matrix, skip)
+
+    finders = []
+
+    def tiny_stack(g):
+        finder = NumbaChainFinder(g)
+        finder.stack_node = np.empty(1, dtype=np.int64)
+        finder.stack_kind = np.empty(1, dtype=np.int8)
+        finders.append(finder)
+        return finder
+    for perc in (0.3, 0.8):
+        assert same_extraction(ga.lean_extraction(graph, perc, engine=tiny_stack),
+                               ga.lean_extraction(graph, perc, engine="reference"))
+    assert finders[0].stack_node.size > 1 and finders[0].evaluations > 0
