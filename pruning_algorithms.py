@@ -85,17 +85,20 @@ def threshold_selection(prune_fraction, norms, inclusive=False):
 # Dead channels
 # ============================================================================================
 
-def _channel_state(graph):
+def _channel_state(graph, alive=None):
     """(all_inputs_pruned, dead) bool arrays over nodes.
 
     A channel whose incoming convolutions are all pruned has its bias / BatchNorm pruned; it is
     dead (its outgoing convolutions carry nothing) unless a skip edge brings a live channel into it.
+    ``alive``: the layers' ``kernel_alive`` arrays when the caller already has them.
     """
+    if alive is None:
+        alive = [kernel_alive(layer) for layer in graph.layers]
     has_conv_input = np.zeros(graph.num_nodes, dtype=bool)
     live_conv_input = np.zeros(graph.num_nodes, dtype=bool)
-    for layer in graph.layers:
+    for layer, layer_alive in zip(graph.layers, alive):
         has_conv_input[layer.out_nodes] = True
-        live_conv_input[layer.out_nodes] |= kernel_alive(layer).any(axis=1)
+        live_conv_input[layer.out_nodes] |= layer_alive.any(axis=1)
     all_inputs_pruned = has_conv_input & ~live_conv_input
     dead = all_inputs_pruned.copy()
     skip_into, skip_from = graph.skip_edges[:, 0], graph.skip_edges[:, 1]
@@ -131,13 +134,15 @@ def prune_dead_channel_params(graph):
 def prune_redundant(graph):
     """Redundancy pruning: prune the outgoing convolutions and the bias / BatchNorm of dead
     channels, until nothing changes."""
+    alive = [kernel_alive(layer) for layer in graph.layers]  # read the masks once, then track them
     while True:
-        all_inputs_pruned, dead = _channel_state(graph)
+        all_inputs_pruned, dead = _channel_state(graph, alive)
         changed = False
-        for layer in graph.layers:
-            redundant = kernel_alive(layer) & dead[layer.in_nodes][None, :]
+        for layer, layer_alive in zip(graph.layers, alive):
+            redundant = layer_alive & dead[layer.in_nodes][None, :]
             if redundant.any():
                 prune_kernels(layer, redundant)
+                layer_alive &= ~redundant
                 changed = True
         if not changed:
             prune_channel_params(graph, all_inputs_pruned)

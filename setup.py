@@ -25,6 +25,8 @@ setup(
         "tifffile",
         "tqdm",
         "prettytable",
+        # compiled LEAN chain extraction (graph_engines_numba): FCN-ResNet50 in seconds, not minutes
+        "numba",
     ],
     extras_require={"test": ["pytest", "hypothesis"]},
     license="BSD-3-Clause",

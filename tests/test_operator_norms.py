@@ -167,3 +167,9 @@ def test_ln_norms_of_kernels():
 def test_bad_input_raises(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_fourier_norms_leave_the_torch_thread_count_alone():
+    threads = torch.get_num_threads()
+    compute_FourierSVD_norms(torch.randn(3, 2, 3, 3), 8, "max")
+    assert torch.get_num_threads() == threads
