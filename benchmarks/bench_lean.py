@@ -39,7 +39,7 @@ from prettytable import PrettyTable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graph_algorithms as ga  # noqa: E402
-import norm_graph  # noqa: E402
+from pruning_toolkit import norm_graph  # noqa: E402
 import pruning_algorithms as pa  # noqa: E402
 from benchmarks.bench_graph import TimeCap, capped  # noqa: E402
 
