@@ -161,10 +161,14 @@ def build_edge_graph(n_nodes, src, dst, weight, skip=None):
     skip = np.zeros(src.shape, dtype=bool) if skip is None else np.asarray(skip, dtype=bool).ravel()
     _validate_edge_arrays(n_nodes, src, dst, weight, skip)
     present = np.flatnonzero(weight != 0)
+    if present.size == weight.size:  # the usual case: no copies of the (possibly huge) index arrays
+        present_src, present_dst = src, dst
+    else:
+        present_src, present_dst = src[present], dst[present]
     # data = input position + 1, so that no stored entry is an explicit zero
-    out_edges = sp.csr_matrix((present + 1, (src[present], dst[present])), shape=(n_nodes, n_nodes))
+    out_edges = sp.csr_matrix((present + 1, (present_src, present_dst)), shape=(n_nodes, n_nodes))
     if out_edges.nnz != present.size:
-        _raise_duplicate(src[present], dst[present])
+        _raise_duplicate(present_src, present_dst)
     level = _topological_levels(out_edges)
     column_node = np.argsort(level, kind="stable")
     node_column = np.empty(n_nodes, dtype=np.int64)

@@ -46,13 +46,15 @@ def layer_norms(graph, norm="sv", fourier_size=MSD_FOURIER_SIZE):
 
 def lean_selection(graph, prune_fraction, norms):
     """Which convolutions LEAN prunes now: all but the longest chains of the norm graph."""
-    sources, targets, weights = [], [], []
+    sources, targets, weights, flat_indices = [], [], [], []
     for layer, values in zip(graph.layers, norms):
-        out_index, in_index = np.nonzero(values)
+        flat_index = np.flatnonzero(values)  # one pass over the norms; reused for the selections
+        out_index, in_index = np.divmod(flat_index, values.shape[1])
         # matrix orientation of the spec: entry [out, in] is read as an edge out -> in
         sources.append(layer.out_nodes[out_index])
         targets.append(layer.in_nodes[in_index])
-        weights.append(values[out_index, in_index])
+        weights.append(values.ravel()[flat_index])
+        flat_indices.append(flat_index)
     num_skips = len(graph.skip_edges)
     sources.append(graph.skip_edges[:, 0])
     targets.append(graph.skip_edges[:, 1])
@@ -63,12 +65,11 @@ def lean_selection(graph, prune_fraction, norms):
         graph.num_nodes, np.concatenate(sources), np.concatenate(targets), np.concatenate(weights),
         prune_fraction, skip=is_skip)
     selections, start = [], 0
-    for layer, values, layer_sources in zip(graph.layers, norms, sources):
-        out_index, in_index = np.nonzero(values)
-        selection = np.zeros(values.shape, dtype=bool)
-        selection[out_index, in_index] = to_prune[start:start + len(out_index)]
-        selections.append(selection)
-        start += len(out_index)
+    for values, flat_index in zip(norms, flat_indices):
+        selection = np.zeros(values.size, dtype=bool)
+        selection[flat_index] = to_prune[start:start + flat_index.size]
+        selections.append(selection.reshape(values.shape))
+        start += flat_index.size
     return selections
 
 

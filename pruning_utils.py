@@ -186,6 +186,9 @@ def apply_mask(module, name, keep):
 
 def kernel_alive(layer):
     """(out, in) bool array: which convolutions of a graph layer still have a nonzero mask."""
+    if not is_pruned(layer.module, layer.name):  # no mask yet: every convolution is alive
+        weight = getattr(layer.module, layer.name)
+        return np.ones((weight.shape[0], weight.shape[1]), dtype=bool)
     mask = get_mask(layer.module, layer.name)
     return mask.reshape(mask.shape[0], mask.shape[1], -1).any(dim=2).cpu().numpy()
 
