@@ -236,7 +236,7 @@ register_channel_rule(nn.Conv1d, ConvRule())
 register_channel_rule(nn.Conv2d, ConvRule())
 register_channel_rule(nn.modules.batchnorm._BatchNorm, BatchNormRule())
 register_channel_rule("msd.MSDBlock2d", DenseBlockRule())
-register_channel_rule("shrink.SparseMSDBlock2d", DenseBlockRule())
+register_channel_rule("pruning_toolkit.shrink.SparseMSDBlock2d", DenseBlockRule())
 
 
 # ============================================================================================
