@@ -175,3 +175,13 @@ def test_stack_regrowth_keeps_results_exact():
         assert same_extraction(ga.lean_extraction(graph, perc, engine=tiny_stack),
                                ga.lean_extraction(graph, perc, engine="reference"))
     assert finders[0].stack_node.size > 1 and finders[0].evaluations > 0
+
+
+def test_node_records_are_zeroed_cache_line_rows():
+    # each node's hot fields must share one 64-byte line: rows aligned, one float64 per field
+    from graph_engines_numba import NODE_FIELDS, _aligned_records
+    for n in (1, 7, 1000):
+        records = _aligned_records(n, NODE_FIELDS)
+        assert records.shape == (n, NODE_FIELDS) and records.flags.c_contiguous
+        assert records.ctypes.data % 64 == 0 and records.strides[0] == 64
+        assert not records.any()
