@@ -5,7 +5,8 @@ Run: ``python benchmarks/bench_shrink.py`` (FCN-ResNet50 and MS-D depth 50, kept
 (``--steps`` geometric steps between consecutive fractions, no fine-tuning) with the generic
 LEAN (``--method lean``) or IndivSV, a copy is shrunk at every fraction, and the original and
 the shrunk model are timed in turn on one input (best of ``--repeats`` runs after a
-warm-up; the original is the unpruned model: a masked model runs exactly as fast).
+warm-up; the original is the unpruned model, the shrunk one has its masks baked in with
+``shrink(..., keep_masks=False)``, as for deployment).
 Weights are random (an untrained network) unless ``--fcn-weights`` (a state_dict) or
 ``--msd-checkpoint`` (an msd_pytorch-style checkpoint) give trained ones.
 """
@@ -123,7 +124,7 @@ def benchmark_model(name, args, devices):
         prune_to(model, kept, trace_input, args.method, exclude, fourier_size)
         if target is None:
             continue
-        shrunk, _ = shrink(model, trace_input)
+        shrunk, _ = shrink(model, trace_input, keep_masks=False)   # inference: masks baked in
         row = {"model": name, "kept": target, "params": count_parameters(shrunk),
                "macs": graph_tracing.trace(shrunk, time_input).conv_macs, "structure": structure(shrunk),
                "prune_and_shrink_s": round(time.perf_counter() - started, 1)}

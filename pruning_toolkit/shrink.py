@@ -335,12 +335,14 @@ def _outputs(model, inputs):
             module.train(mode)
 
 
-def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5):
+def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=True):
     """A copy of ``model`` without its dead channels, and a :class:`ShrinkReport`.
 
     ``example_input``: a tensor (or a tuple of the forward's tensors) to trace with; MACs are
     counted for it. ``check``: compare the outputs of both models on it and raise ValueError
     if they differ beyond the tolerances (e.g. a module that hard-codes a channel count).
+    ``keep_masks``: keep the pruning masks of the remaining weights (fine-tuning keeps pruned
+    kernels at zero); False bakes them into plain weights, which is faster for inference.
     """
     inputs = graph_tracing.as_inputs(example_input)
     shrunk = copy.deepcopy(model)
@@ -351,6 +353,8 @@ def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5):
         replacement = surgery_of(record.module).apply(record, keep)
         if replacement is not record.module:
             shrunk = _replace_module(shrunk, record.path, replacement)
+    if not keep_masks:
+        remove_masks(shrunk)
     after = graph_tracing.trace(shrunk, inputs)
     produced = np.concatenate([t.layer.out_nodes for t in network.layers] + [np.zeros(0, dtype=np.int64)])
     report = ShrinkReport(params_before, count_parameters(shrunk), network.conv_macs, after.conv_macs,
@@ -361,3 +365,11 @@ def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5):
                 raise ValueError("shrink: the shrunk model's outputs differ from the original's "
                                  "on the example input (does a module hard-code a channel count?)")
     return shrunk, report
+
+
+def remove_masks(model):
+    """Make every torch.nn.utils.prune mask of ``model`` permanent (plain, zeroed weights)."""
+    for module in model.modules():
+        for name in [k[:-len("_mask")] for k, _ in module.named_buffers(recurse=False) if k.endswith("_mask")]:
+            prune.remove(module, name)
+    return model

@@ -97,6 +97,28 @@ def test_fcn_resnet_after_lean_is_smaller_with_identical_outputs():
         assert len(widths) == 1 and stage[1].conv1.in_channels in widths
 
 
+def test_baked_masks_give_plain_weights_with_the_same_outputs_and_zeros_where_pruned():
+    torch.manual_seed(2)
+    model = fcn_resnet.fcn_resnet50(3, 1, **NARROW).eval()
+    randomize_batchnorms(model, 2)
+    x = torch.randn(1, 1, 32, 32)
+    lean.LEAN_SV(model, 0.3, x, fourier_size=7)
+    masked, _ = shrink(model, x)
+    baked, report = shrink(model, x, keep_masks=False)
+    assert any(name.endswith("_mask") for name, _ in masked.named_buffers())
+    assert not any(name.endswith(("_mask", "_orig")) for name, _ in baked.named_buffers())
+    assert not any(name.endswith("_orig") for name, _ in baked.named_parameters())
+    baked_parameters = dict(baked.named_parameters())
+    for buffer_name, _ in masked.named_buffers():
+        if buffer_name.endswith("_mask"):
+            module_name, _, mask_name = buffer_name.rpartition(".")
+            name = f"{module_name}.{mask_name[:-len('_mask')]}"
+            masked_weight = getattr(masked.get_submodule(module_name), mask_name[:-len("_mask")])
+            torch.testing.assert_close(baked_parameters[name], masked_weight.detach())
+    torch.testing.assert_close(outputs(baked, x), outputs(model, x), rtol=1e-4, atol=1e-5)
+    assert report.params_after == count_parameters(baked)
+
+
 def test_residual_channel_dead_in_the_main_branch_but_live_in_the_identity_is_kept():
     torch.manual_seed(2)
     model = ResNet18Like().eval()
