@@ -43,7 +43,7 @@ Engines (all select exactly the same edges; ``engine=`` takes a name or a callab
 * ``"levels"``: eager, one numpy batch per topological level, revisiting only nodes whose
   predecessor's dist changed. Best for wide graphs (FCN-ResNet50: ~520 nodes per level).
 * ``"numba"``: the lazy idea compiled with numba (``graph_engines_numba``; needs numba):
-  FCN-ResNet50 with norms around 1 (~44,000 chains) in ~80 s instead of hours.
+  FCN-ResNet50 with norms around 1 (~44,000 chains) in ~40 s instead of hours.
 * ``"fast"`` (default): "numba" when numba is installed; else "levels" if the graph has
   >= ``WIDE_LEVEL`` nodes per level on average, else "lazy".
 Both fast engines certify a node ``v`` whose predecessor ``p`` is exact without looking at its
