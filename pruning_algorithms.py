@@ -231,44 +231,49 @@ def IndivL1_Global(model, tot_perc, example_input, Redun=True, verbose=False, *,
 # MS-D
 # ============================================================================================
 
+def _msd_step(model, tot_perc, Redun, verbose, label, selector, include_final_layer):
+    """One step of an MS-D method: ``selector(graph)`` chooses what to prune."""
+    graph = norm_graph.msd_channel_graph(model, include_final_layer=include_final_layer)
+    prune_step(graph, tot_perc, selector(graph), Redun, verbose, label)
+    return model
+
+
+def _msd_lean(graph):
+    return _lean(graph, MSD_FOURIER_SIZE)
+
+
+def _msd_sv(graph):
+    return _individual(graph, "sv", MSD_FOURIER_SIZE)
+
+
+def _msd_l1(graph):
+    return _individual(graph, "l1", MSD_FOURIER_SIZE)
+
+
 def LEAN_SV_MSD(model, tot_perc, Redun=True, verbose=False):
     """LEAN on an MS-D network, final 1x1 layer included."""
-    graph = norm_graph.msd_channel_graph(model)
-    prune_step(graph, tot_perc, _lean(graph, MSD_FOURIER_SIZE), Redun, verbose, "LEAN_SV_MSD")
-    return model
+    return _msd_step(model, tot_perc, Redun, verbose, "LEAN_SV_MSD", _msd_lean, include_final_layer=True)
 
 
 def LEAN_SV_MSD_3x3(model, tot_perc, Redun=True, verbose=False):
     """LEAN on the 3x3 layers of an MS-D network (the paper's experiments)."""
-    graph = norm_graph.msd_channel_graph(model, include_final_layer=False)
-    prune_step(graph, tot_perc, _lean(graph, MSD_FOURIER_SIZE), Redun, verbose, "LEAN_SV_MSD_3x3")
-    return model
+    return _msd_step(model, tot_perc, Redun, verbose, "LEAN_SV_MSD_3x3", _msd_lean, include_final_layer=False)
 
 
 def IndivSV_Global_MSD(model, tot_perc, Redun=True, verbose=False):
-    graph = norm_graph.msd_channel_graph(model)
-    prune_step(graph, tot_perc, _individual(graph, "sv", MSD_FOURIER_SIZE), Redun, verbose, "IndivSV_Global_MSD")
-    return model
+    return _msd_step(model, tot_perc, Redun, verbose, "IndivSV_Global_MSD", _msd_sv, include_final_layer=True)
 
 
 def IndivSV_Global_MSD_3x3(model, tot_perc, Redun=True, verbose=False):
-    graph = norm_graph.msd_channel_graph(model, include_final_layer=False)
-    prune_step(graph, tot_perc, _individual(graph, "sv", MSD_FOURIER_SIZE), Redun, verbose,
-               "IndivSV_Global_MSD_3x3")
-    return model
+    return _msd_step(model, tot_perc, Redun, verbose, "IndivSV_Global_MSD_3x3", _msd_sv, include_final_layer=False)
 
 
 def IndivL1_Global_MSD(model, tot_perc, Redun=True, verbose=False):
-    graph = norm_graph.msd_channel_graph(model)
-    prune_step(graph, tot_perc, _individual(graph, "l1", MSD_FOURIER_SIZE), Redun, verbose, "IndivL1_Global_MSD")
-    return model
+    return _msd_step(model, tot_perc, Redun, verbose, "IndivL1_Global_MSD", _msd_l1, include_final_layer=True)
 
 
 def IndivL1_Global_MSD_3x3(model, tot_perc, Redun=True, verbose=False):
-    graph = norm_graph.msd_channel_graph(model, include_final_layer=False)
-    prune_step(graph, tot_perc, _individual(graph, "l1", MSD_FOURIER_SIZE), Redun, verbose,
-               "IndivL1_Global_MSD_3x3")
-    return model
+    return _msd_step(model, tot_perc, Redun, verbose, "IndivL1_Global_MSD_3x3", _msd_l1, include_final_layer=False)
 
 
 def prune_biases_MSD(model):
