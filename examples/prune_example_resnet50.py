@@ -16,13 +16,13 @@ import sys
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 import _paths
 import pruning_algorithms as lean
 import pruning_experiment as experiment
 import pruning_utils
 from fcn_segmentation import NARROW_SHAPE, FCNSegmentationModel
+from train_example_msd import train_keeping_best
 
 PROG = "prune_example_resnet50.py"
 PRUNE_METHODS = {"lean": lean.LEAN_SV_ResNet50, "indivL1": lean.IndivL1_Global_ResNet50,
@@ -84,16 +84,7 @@ def train_start_model(setup, args, train_loader):
     torch.manual_seed(args.seed)
     model = setup.new_model()
     val_loader = DataLoader(experiment.cs_split(args.data, "val"), batch_size=args.batch_size)
-    best_loss = float("inf")
-    epochs = tqdm(range(1, args.train_epochs + 1), desc="training", disable=True if args.quiet else None)
-    for epoch in epochs:
-        experiment.fine_tune(setup, model, train_loader, 1, args.quiet, f"training epoch {epoch}")
-        val_loss = model.validate(val_loader)
-        if val_loss < best_loss:
-            best_loss = val_loss
-            model.save(args.model, epoch)
-        epochs.write(f"epoch {epoch}: validation loss {val_loss:.5f} (best {best_loss:.5f})")
-    print(f"best model (validation loss {best_loss:.5f}) saved to {args.model}")
+    train_keeping_best(model, train_loader, val_loader, args.train_epochs, args.model, args.quiet)
 
 
 def main(argv=None):

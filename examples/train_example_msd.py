@@ -74,16 +74,24 @@ def main(argv=None):
     else:
         model.set_normalization(train_dl)
         best_loss = float("inf")
-    epochs = tqdm(range(first_epoch, first_epoch + args.epochs), desc="epochs", disable=args.quiet)
-    for epoch in epochs:
-        for input, target in tqdm(train_dl, desc=f"epoch {epoch}", leave=False, disable=args.quiet):
+    train_keeping_best(model, train_dl, val_dl, args.epochs, args.out, args.quiet, first_epoch, best_loss)
+
+
+def train_keeping_best(model, train_loader, val_loader, epochs, out, quiet=False, first_epoch=1,
+                       best_loss=float("inf")):
+    """Train ``epochs`` epochs (a model with msd_pytorch's learn/validate/save), saving it to
+    ``out`` whenever its validation loss improves on ``best_loss``; returns the best loss."""
+    progress = tqdm(range(first_epoch, first_epoch + epochs), desc="epochs", disable=True if quiet else None)
+    for epoch in progress:
+        for input, target in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=True if quiet else None):
             model.learn(input, target)
-        val_loss = model.validate(val_dl)
+        val_loss = model.validate(val_loader)
         if val_loss < best_loss:
             best_loss = val_loss
-            model.save(args.out, epoch)
-        epochs.write(f"epoch {epoch}: validation loss {val_loss:.5f} (best {best_loss:.5f})")
-    print(f"best model (validation loss {best_loss:.5f}) saved to {args.out}")
+            model.save(out, epoch)
+        progress.write(f"epoch {epoch}: validation loss {val_loss:.5f} (best {best_loss:.5f})")
+    print(f"best model (validation loss {best_loss:.5f}) saved to {out}")
+    return best_loss
 
 
 if __name__ == "__main__":

@@ -159,13 +159,19 @@ def register_channel_rule(module_type, rule):
     CHANNEL_RULES[module_type] = rule
 
 
+def registered_for(registry, module):
+    """The entry of ``registry`` for ``module``'s class or its nearest registered base class,
+    keyed by the class or by its "module.QualName" string; None when there is none."""
+    for cls in type(module).__mro__:
+        entry = registry.get(cls) or registry.get(f"{cls.__module__}.{cls.__qualname__}")
+        if entry is not None:
+            return entry
+    return None
+
+
 def channel_rule_of(module):
     """The registered rule for ``module``'s class or its nearest registered base class."""
-    for cls in type(module).__mro__:
-        rule = CHANNEL_RULES.get(cls) or CHANNEL_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
-        if rule is not None:
-            return rule
-    return None
+    return registered_for(CHANNEL_RULES, module)
 
 
 def _has(module, name):

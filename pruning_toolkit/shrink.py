@@ -122,10 +122,9 @@ def register_surgery(module_type, surgery):
 
 
 def surgery_of(module):
-    for cls in type(module).__mro__:
-        surgery = SURGERIES.get(cls) or SURGERIES.get(f"{cls.__module__}.{cls.__qualname__}")
-        if surgery is not None:
-            return surgery
+    surgery = graph_tracing.registered_for(SURGERIES, module)
+    if surgery is not None:
+        return surgery
     raise ValueError(f"shrink: no surgery is registered for {type(module).__name__}; "
                      f"register one with shrink.register_surgery")
 
