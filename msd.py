@@ -30,9 +30,17 @@ from torch.utils.data import Dataset
 
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 TIFF_SUFFIXES = (".tif", ".tiff")
+# A pruned layer reads the list of its live inputs (a copy) instead of all earlier channels (a
+# view) when fewer than this fraction of them are live; measured with benchmarks/bench_msd.py.
+SPARSE_READ_BELOW = 0.5
+# On the CPU, a layer reading at most this many listed channels runs the compiled kernels of
+# pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes).
+COMPILED_READS_UP_TO = 8
+USE_COMPILED_KERNELS = True
 
 __all__ = [
     "MSDBlock2d",
+    "SparseMSDBlock2d",
     "MSDFinalLayer",
     "MSDModule2d",
     "MSDSegmentationModel",
@@ -96,16 +104,42 @@ def _tap_offsets(pad, dilation):
             for a in range(3) for b in range(3)]
 
 
-class _MSDBlockFunction(torch.autograd.Function):
-    """All hidden layers of an MS-D network: x_k = relu(conv_{d_k}(x_0..x_{k-1}) + b_k).
+def _compiled_kernels(tensor, read):
+    """pruning_toolkit.msd_kernels when a layer reading ``read`` should use them: on the CPU,
+    for a few live channels (``COMPILED_READS_UP_TO``), with numba installed; else None."""
+    if read is None or not USE_COMPILED_KERNELS or tensor.device.type != "cpu" or read.numel() > COMPILED_READS_UP_TO:
+        return None
+    try:
+        from pruning_toolkit import msd_kernels
+    except ImportError:  # numba missing: the matrix-product path computes the same
+        return None
+    return msd_kernels
 
-    The buffer is channel-major (C, B, H + 2p, W + 2p), p = max dilation, so the channels
-    seen by layer k form one contiguous matrix (c, B * padded pixels)."""
+
+def _layer_source(buffer, c, read):
+    """The channels layer reads, as a matrix (channels, B * padded pixels): the first ``c``
+    channels of the buffer (``read`` None, no copy) or those listed in ``read``."""
+    if read is None:
+        return buffer[:c].reshape(c, -1)
+    return buffer.index_select(0, read).reshape(read.numel(), -1)
+
+
+class _MSDBlockFunction(torch.autograd.Function):
+    """All hidden layers of an MS-D network: x_k = relu(conv_{d_k}(inputs of k) + b_k).
+
+    ``reads[k]`` is None when layer k reads every earlier channel (the dense MS-D layer; its
+    weight has them all), or a 1-D index tensor of the earlier channels it reads (its weight
+    has only those columns): the live channels of a pruned or shrunk network, so a layer costs
+    what it reads. A layer that reads nothing outputs relu(bias).
+
+    The buffer is channel-major (C, B, H + 2p, W + 2p), p = max dilation, so the channels seen
+    by a layer form one matrix (c, B * padded pixels): one matrix product for the nine taps,
+    then nine shifted additions, on CPU and GPU alike."""
 
     @staticmethod
-    def forward(ctx, input, dilations, bias, *weights):
+    def forward(ctx, input, dilations, reads, bias, *weights):
         batch, c_in, height, width_px = input.shape
-        layer_width = weights[0].shape[0]
+        layer_width = bias.shape[0] // len(weights)
         pad = max(dilations)
         rows = symmetric_index(height, pad, input.device)
         cols = symmetric_index(width_px, pad, input.device)
@@ -115,13 +149,22 @@ class _MSDBlockFunction(torch.autograd.Function):
         interior[:c_in] = input.transpose(0, 1)
         _fill_border(buffer[:c_in], pad, rows, cols)
 
-        for k, (weight, dilation) in enumerate(zip(weights, dilations)):
+        for k, (weight, dilation, read) in enumerate(zip(weights, dilations, reads)):
             c = c_in + k * layer_width
-            taps = weight.permute(2, 3, 0, 1).reshape(9 * layer_width, c)
-            responses = torch.mm(taps, buffer[:c].reshape(c, -1))
+            layer_bias = bias[k * layer_width:(k + 1) * layer_width].view(-1, 1, 1, 1)
+            if weight.shape[1] == 0:
+                buffer[c:c + layer_width] = layer_bias.relu()
+                continue
+            kernels = _compiled_kernels(buffer, read)
+            if kernels is not None:
+                kernels.layer_forward(buffer.numpy(), read.numpy(), weight.detach().contiguous().numpy(),
+                                      layer_bias.detach().reshape(-1).numpy(), c, pad, dilation, height, width_px)
+                _fill_border(buffer[c:c + layer_width], pad, rows, cols)
+                continue
+            taps = weight.permute(2, 3, 0, 1).reshape(9 * layer_width, weight.shape[1])
+            responses = torch.mm(taps, _layer_source(buffer, c, read))
             responses = responses.view(3, 3, layer_width, *buffer.shape[1:])
             layer_out = interior[c:c + layer_width]
-            layer_bias = bias[k * layer_width:(k + 1) * layer_width].view(-1, 1, 1, 1)
             for tap, (a, b, top, left) in enumerate(_tap_offsets(pad, dilation)):
                 window = responses[a, b, :, :, top:top + height, left:left + width_px]
                 if tap == 0:
@@ -131,14 +174,16 @@ class _MSDBlockFunction(torch.autograd.Function):
             layer_out.relu_()
             _fill_border(buffer[c:c + layer_width], pad, rows, cols)
 
-        ctx.save_for_backward(buffer, *weights)
+        ctx.save_for_backward(buffer, bias, *weights)
+        ctx.reads = reads
         ctx.geometry = (c_in, layer_width, pad, height, width_px, tuple(dilations))
         return interior.transpose(0, 1).contiguous()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        buffer, *weights = ctx.saved_tensors
+        buffer, bias, *weights = ctx.saved_tensors
+        reads = ctx.reads
         c_in, layer_width, pad, height, width_px, dilations = ctx.geometry
         need_input_grad = ctx.needs_input_grad[0]
         rows = symmetric_index(height, pad, buffer.device)
@@ -150,33 +195,55 @@ class _MSDBlockFunction(torch.autograd.Function):
         first_channel = 0 if need_input_grad else c_in
 
         for k in reversed(range(len(weights))):
-            c = c_in + k * layer_width
+            c, read, weight = c_in + k * layer_width, reads[k], weights[k]
+            layer_bias = bias[k * layer_width:(k + 1) * layer_width]
+            if weight.shape[1] == 0:
+                if ctx.needs_input_grad[4 + k]:
+                    grad_weights[k] = torch.zeros_like(weight)
+                if not (layer_bias > 0).any():
+                    continue          # a constant zero channel: no gradient reaches its bias
             grad_out_k = _fold_border(grad_padded[c:c + layer_width], pad, rows, cols)
             grad_out_k += grad_channels[c:c + layer_width]
             activation = buffer[c:c + layer_width, :, pad:pad + height, pad:pad + width_px]
             grad_out_k.mul_(activation > 0)
             grad_bias[k * layer_width:(k + 1) * layer_width] = grad_out_k.sum((1, 2, 3))
-            if k == 0 and not need_input_grad and not ctx.needs_input_grad[3]:
+            if weight.shape[1] == 0 or (k == 0 and not need_input_grad and not ctx.needs_input_grad[4]):
+                continue
+            kernels = _compiled_kernels(buffer, read)
+            if kernels is not None:
+                if ctx.needs_input_grad[4 + k]:
+                    grad_weights[k] = torch.from_numpy(kernels.weight_gradient(
+                        buffer.numpy(), read.numpy(), grad_out_k.numpy(), pad, dilations[k]))
+                kernels.input_gradient(grad_padded.numpy(), read.numpy(), weight.contiguous().numpy(),
+                                       grad_out_k.numpy(), pad, dilations[k], first_channel)
                 continue
             spread = buffer.new_zeros(3, 3, layer_width, *buffer.shape[1:])
             for a, b, top, left in _tap_offsets(pad, dilations[k]):
                 spread[a, b, :, :, top:top + height, left:left + width_px] = grad_out_k
             spread = spread.view(9 * layer_width, -1)
-            if ctx.needs_input_grad[3 + k]:
-                grad_taps = torch.mm(spread, buffer[:c].reshape(c, -1).t())
-                grad_weights[k] = grad_taps.view(3, 3, layer_width, c).permute(2, 3, 0, 1)
-            if c > first_channel:
-                taps = weights[k].permute(2, 3, 0, 1).reshape(9 * layer_width, c)
-                grad_padded[first_channel:c].view(c - first_channel, -1).addmm_(
-                    taps[:, first_channel:].t(), spread)
+            if ctx.needs_input_grad[4 + k]:
+                grad_taps = torch.mm(spread, _layer_source(buffer, c, read).t())
+                grad_weights[k] = grad_taps.view(3, 3, layer_width, -1).permute(2, 3, 0, 1)
+            taps = weight.permute(2, 3, 0, 1).reshape(9 * layer_width, weight.shape[1])
+            if read is None:
+                if c > first_channel:
+                    grad_padded[first_channel:c].view(c - first_channel, -1).addmm_(
+                        taps[:, first_channel:].t(), spread)
+            else:
+                wanted = read >= first_channel
+                if bool(wanted.all()):
+                    grad_padded.index_add_(0, read, torch.mm(taps.t(), spread).view(-1, *buffer.shape[1:]))
+                elif bool(wanted.any()):
+                    grad_padded.index_add_(0, read[wanted], torch.mm(taps[:, wanted].t(), spread)
+                                           .view(-1, *buffer.shape[1:]))
 
         grad_input = None
         if need_input_grad:
             grad_input = _fold_border(grad_padded[:c_in], pad, rows, cols)
             grad_input = (grad_input + grad_channels[:c_in]).transpose(0, 1)
-        if not ctx.needs_input_grad[2]:
+        if not ctx.needs_input_grad[3]:
             grad_bias = None
-        return (grad_input, None, grad_bias, *grad_weights)
+        return (grad_input, None, None, grad_bias, *grad_weights)
 
 
 # --------------------------------------------------------------------------- modules
@@ -185,7 +252,9 @@ class MSDBlock2d(nn.Module):
     ``in_channels + width * len(dilations)`` channels.
 
     Parameters ``bias`` (depth * width,) and ``weight{k}`` (width, in_channels + width*k, 3, 3)
-    are read with getattr at forward time, so torch.nn.utils.prune masks take effect."""
+    are read with getattr at forward time, so torch.nn.utils.prune masks take effect. Once
+    pruned, a layer computes only with its live inputs (see :meth:`live_reads`): the same
+    outputs and gradients as the dense masked layer, at the cost of what is alive."""
 
     def __init__(self, in_channels, dilations, width=1):
         super().__init__()
@@ -197,6 +266,7 @@ class MSDBlock2d(nn.Module):
         for k in range(self.depth):
             shape = (width, in_channels + width * k, 3, 3)
             self.register_parameter(f"weight{k}", nn.Parameter(torch.empty(shape)))
+        self._reads_cache = None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -210,12 +280,92 @@ class MSDBlock2d(nn.Module):
         original = getattr(self, name + "_orig", None)
         return getattr(self, name) if original is None else original
 
+    def live_reads(self):
+        """Per layer: None (read every earlier channel) or the index tensor of the earlier
+        channels it must read, from the pruning masks alone (so training keeps it exact).
+
+        A channel is constant zero when its bias is pruned and every unpruned kernel into it
+        reads a constant-zero channel; kernels from such channels contribute nothing and get
+        zero gradients, so they are not read. Cached until a mask changes."""
+        masks = [getattr(self, f"weight{k}_mask", None) for k in range(self.depth)]
+        masks.append(getattr(self, "bias_mask", None))
+        if all(mask is None for mask in masks):
+            return [None] * self.depth
+        key = [(mask, mask._version) for mask in masks if mask is not None]
+        cached = self._reads_cache
+        if cached is not None and cached[0] == SPARSE_READ_BELOW and len(cached[1]) == len(key) and all(
+                a is b and va == vb for (a, va), (b, vb) in zip(cached[1], key)):
+            return cached[2]
+        *weight_masks, bias_mask = masks
+        bias_live = None if bias_mask is None else bias_mask.detach().ne(0).cpu()
+        constant_zero = torch.zeros(self.in_channels + self.width * self.depth, dtype=torch.bool)
+        reads = []
+        for k, mask in enumerate(weight_masks):
+            c = self.in_channels + self.width * k
+            live = (torch.ones(self.width, c, dtype=torch.bool) if mask is None
+                    else mask.detach().reshape(self.width, c, -1).ne(0).any(2).cpu())
+            live &= ~constant_zero[:c]
+            if bias_live is not None:
+                constant_zero[c:c + self.width] = ~live.any(1) & ~bias_live[k * self.width:(k + 1) * self.width]
+            read = live.any(0)
+            if read.sum() >= SPARSE_READ_BELOW * c:
+                reads.append(None)
+            else:
+                reads.append(read.nonzero().flatten().to(self.bias.device))
+        self._reads_cache = (SPARSE_READ_BELOW, key, reads)
+        return reads
+
     def forward(self, input):
         if input.dim() != 4 or input.shape[1] != self.in_channels:
             raise ValueError(f"MS-D block expects input (batch, {self.in_channels}, H, W), "
                              f"got {tuple(input.shape)}")
+        reads = self.live_reads()
         weights = [getattr(self, f"weight{k}") for k in range(self.depth)]
-        return _MSDBlockFunction.apply(input, tuple(self.dilations), self.bias, *weights)
+        weights = [weight if read is None else weight.index_select(1, read)
+                   for weight, read in zip(weights, reads)]
+        return _MSDBlockFunction.apply(input, tuple(self.dilations), reads, self.bias, *weights)
+
+
+class SparseMSDBlock2d(nn.Module):
+    """MS-D hidden layers with explicit connectivity: layer k reads only the channels
+    ``layer_inputs[k]`` (indices into the list [inputs, layer 0, layer 1, ...]) with a dilated
+    3x3 convolution on symmetric padding, bias and ReLU, as :class:`MSDBlock2d`, whose kernels
+    it shares. Output: the inputs and all layer outputs. What a pruned MS-D block becomes after
+    ``pruning_toolkit.shrink``: it trains and infers at the cost of what it keeps."""
+
+    def __init__(self, in_channels, dilations, layer_inputs, width=1):
+        super().__init__()
+        if len(layer_inputs) != len(dilations):
+            raise ValueError(f"SparseMSDBlock2d: {len(dilations)} dilations but {len(layer_inputs)} input lists")
+        self.in_channels, self.width = in_channels, width
+        self.dilations = [int(d) for d in dilations]
+        self.depth = len(self.dilations)
+        self.layer_inputs = [[int(i) for i in inputs] for inputs in layer_inputs]
+        for k, inputs in enumerate(self.layer_inputs):
+            if any(not 0 <= i < in_channels + width * k for i in inputs):
+                raise ValueError(f"SparseMSDBlock2d: layer {k} reads a channel that is not an earlier one")
+            self.register_parameter(f"weight{k}", nn.Parameter(torch.zeros(width, len(inputs), 3, 3)))
+        self.bias = nn.Parameter(torch.zeros(self.depth * width))
+        self._read_index = {}
+
+    def extra_repr(self):
+        return (f"in_channels={self.in_channels}, depth={self.depth}, width={self.width}, "
+                f"inputs per layer={[len(i) for i in self.layer_inputs]}")
+
+    def _reads(self, device):
+        if device not in self._read_index:
+            self._read_index[device] = [torch.tensor(inputs, dtype=torch.long, device=device)
+                                        for inputs in self.layer_inputs]
+        return self._read_index[device]
+
+    def forward(self, input):
+        if input.dim() != 4 or input.shape[1] != self.in_channels:
+            raise ValueError(f"SparseMSDBlock2d expects input (batch, {self.in_channels}, H, W), "
+                             f"got {tuple(input.shape)}")
+        if self.depth == 0:
+            return input
+        weights = [getattr(self, f"weight{k}") for k in range(self.depth)]
+        return _MSDBlockFunction.apply(input, tuple(self.dilations), self._reads(input.device), self.bias, *weights)
 
 
 def _pointwise(weight, bias, input):
@@ -423,11 +573,13 @@ class MSDSegmentationModel:
         print(self.net)
 
     # ---- checkpoints
-    def save(self, path, epoch):
-        """Write ``{"epoch", "state_dict", "optimizer"}`` (msd_pytorch's layout) atomically."""
+    def save(self, path, epoch, **extra):
+        """Write ``{"epoch", "state_dict", "optimizer"}`` (msd_pytorch's layout) atomically;
+        ``extra`` entries (plain values, e.g. a training run's resume state) are stored beside."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
+            **extra,
             "epoch": int(epoch),
             "state_dict": self._plain_net.state_dict(),
             "optimizer": self.optimizer.state_dict(),

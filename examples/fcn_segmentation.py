@@ -58,8 +58,8 @@ class FCNSegmentationModel:
                 total += self.criterion(self.net(input)["out"], target).item()
         return total / len(dataloader)
 
-    def save(self, path, epoch):
-        state = {"epoch": int(epoch), "state_dict": self.net.state_dict(),
+    def save(self, path, epoch, **extra):
+        state = {**extra, "epoch": int(epoch), "state_dict": self.net.state_dict(),
                  "optimizer": self.optimizer.state_dict()}
         write_atomically(path, lambda temporary: torch.save(state, temporary))
 

@@ -8,6 +8,7 @@ next to it (or into ``--out``), ``results.md`` (a markdown table, one row per pr
 """
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ RESULT_FIELDS = ("method", "step", "target_kept", "kept_fraction", "test_accurac
 TABLE_NAME = "results.md"
 PLOT_STEM = "accuracy_vs_kept"
 METHOD_ORDER = ("LEAN", "indivL1", "indivSV")
+DEFAULT_TITLE = "Test accuracy while pruning"
 
 
 def read_results(csv_path):
@@ -76,11 +78,11 @@ def markdown_table(results):
     return table.get_string() + "\n"
 
 
-def plot_accuracy(results, paths, title="Test accuracy while pruning"):
+def plot_accuracy(results, paths, title=DEFAULT_TITLE):
     """Accuracy against the measured kept fraction (log x), one line per method; saved to every path."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    figure = Figure(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4.3))
     axes = figure.subplots()
     styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]  # coinciding lines stay visible
     for index, (method, rows) in enumerate(results.items()):
@@ -90,7 +92,7 @@ def plot_accuracy(results, paths, title="Test accuracy while pruning"):
     axes.set_xscale("log")
     axes.set_xlabel("fraction of convolutions kept")
     axes.set_ylabel("test pixel accuracy")
-    axes.set_title(title)
+    axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -98,10 +100,21 @@ def plot_accuracy(results, paths, title="Test accuracy while pruning"):
         write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=150))
 
 
-def write_summary(csv_path, out_dir=None, title="Test accuracy while pruning"):
-    """Write the table and the plots of ``csv_path`` into ``out_dir`` (its folder by default)."""
+def recorded_title(csv_path):
+    """The plot title stored in the run.json beside ``csv_path`` (how the run was made), if any."""
+    record = Path(csv_path).parent / "run.json"
+    try:
+        return json.loads(record.read_text()).get("title") or DEFAULT_TITLE
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_TITLE
+
+
+def write_summary(csv_path, out_dir=None, title=None):
+    """Write the table and the plots of ``csv_path`` into ``out_dir`` (its folder by default);
+    ``title`` None: the one its run.json records."""
     csv_path = Path(csv_path)
     out_dir = csv_path.parent if out_dir is None else Path(out_dir)
+    title = recorded_title(csv_path) if title is None else title
     results = read_results(csv_path)
     table = markdown_table(results)
     written = [write_atomically(out_dir / TABLE_NAME, lambda temporary: temporary.write_text(table))]
@@ -114,7 +127,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_csv", type=Path, help="results.csv of a pruning run")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the CSV's folder)")
-    parser.add_argument("--title", default="Test accuracy while pruning", help="plot title")
+    parser.add_argument("--title", default=None, help="plot title (default: the one run.json records)")
     args = parser.parse_args(argv)
     try:
         written = write_summary(args.results_csv, args.out, args.title)

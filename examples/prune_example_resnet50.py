@@ -89,6 +89,7 @@ def train_start_model(setup, args, train_loader):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.command = experiment.command_line(PROG, argv)
     experiment.set_threads(args.threads)
     if args.quick:
         experiment.ensure_quick_data(args.data, args.size, args.seed, args.quiet)

@@ -7,7 +7,10 @@ a row to ``results.csv``; the table and plot (plot_results.py) are rewritten aft
 The architecture-specific parts come from a :class:`PruningSetup`.
 """
 import csv
+import json
 import math
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -20,12 +23,16 @@ import _paths
 import generate_example_data
 import msd
 import plot_results
+from _atomic import write_atomically
 from train_example_msd import cs_dataset
 
 METHODS = ("lean", "indivL1", "indivSV")
 # how each method is named in the pruned models' file names and in results.csv (the reference's)
 METHOD_LABELS = {"lean": "LEAN", "indivL1": "indivL1", "indivSV": "indivSV"}
 RESULTS_CSV = "results.csv"
+RUN_RECORD = "run.json"
+# run.json keys that must agree for --resume to continue a run
+RUN_SETTINGS = ("model", "train_images", "test_images", "epochs", "steps", "ratio", "batch_size", "seed")
 QUICK_DIR = _paths.EXAMPLES_DIR / "quick"
 QUICK_DATA = dict(counts={"train": 20, "val": 5, "test": 5}, size=64)
 # defaults of the flags left at None, per mode; the scripts add their architecture's own
@@ -155,6 +162,10 @@ def selected_methods(method):
     return list(METHODS) if method == "all" else [method]
 
 
+def selected_labels(method):
+    return [METHOD_LABELS[m] for m in selected_methods(method)]
+
+
 # ================================================================================== data
 
 def has_cs_images(data_dir):
@@ -240,6 +251,61 @@ def _resume_point(log, label, schedule, out_dir):
     return step + 1, checkpoint
 
 
+def command_line(script, argv=None):
+    """The command that started this run, as a user would type it."""
+    return shlex.join(["python", f"examples/{script}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def repository_path(path):
+    """``path`` relative to the repository when it lies inside it, else as given."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(_paths.REPO_ROOT).as_posix() if resolved.is_relative_to(_paths.REPO_ROOT) else str(path)
+
+
+class RunRecord:
+    """run.json beside results.csv: how the results were made (command, start model, data counts,
+    schedule, device, threads) and the total seconds, rewritten atomically after every step."""
+
+    def __init__(self, results_dir, args, train_images, test_images, architecture, resume=False):
+        self.path = Path(results_dir) / RUN_RECORD
+        settings = dict(command=args.command, model=repository_path(args.model), train_images=train_images,
+                        test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
+                        batch_size=args.batch_size, seed=args.seed, methods=selected_labels(args.method),
+                        device=str(msd.resolve_device(args.device)), threads=torch.get_num_threads(), seconds=0.0)
+        settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
+                             f"{args.epochs} epochs per step, {args.steps} steps, {test_images} test images")
+        earlier = self._read() if resume else None
+        if earlier is not None:
+            differing = [key for key in RUN_SETTINGS if key in earlier and earlier[key] != settings[key]]
+            if differing:
+                key = differing[0]
+                raise UsageError(f"{self.path} records {key}={earlier[key]!r} but this run has {settings[key]!r}; "
+                                 f"resume with the earlier settings or start a new --results folder")
+            methods = earlier.get("methods", []) + [m for m in settings["methods"] if m not in earlier.get("methods", [])]
+            settings.update(command=earlier.get("command", settings["command"]), methods=methods,
+                            seconds=float(earlier.get("seconds", 0.0)),
+                            resumed=earlier.get("resumed", []) + [args.command])
+        self.record = settings
+        self.started = time.perf_counter()
+        self.write()
+
+    def _read(self):
+        if not self.path.is_file():
+            return None
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{self.path}: not a run record ({error})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{self.path}: not a run record (expected a JSON object)")
+        return record
+
+    def write(self):
+        record = dict(self.record, seconds=round(self.record["seconds"] + time.perf_counter() - self.started, 1))
+        text = json.dumps(record, indent=2) + "\n"
+        write_atomically(self.path, lambda temporary: temporary.write_text(text))
+
+
 # ================================================================================== the loop
 
 def fine_tune(setup, model, loader, epochs, quiet, description):
@@ -256,6 +322,8 @@ def fine_tune(setup, model, loader, epochs, quiet, description):
 def run_experiment(setup, args, train_loader):
     """Prune with every selected method, recording each step; returns the results.csv path."""
     schedule = kept_schedule(args.ratio, args.steps)
+    record = RunRecord(args.results, args, len(train_loader.dataset), len(setup.test_loader.dataset),
+                       setup.title, args.resume)
     log = ResultsLog(Path(args.results) / RESULTS_CSV, resume=args.resume)
     print(f"pruning to {args.ratio} kept in {args.steps} steps: {100 * (1 - schedule[0]):.2f} % of the "
           f"remaining convolutions each step, {args.epochs} fine-tuning epoch(s) per step")
@@ -275,10 +343,11 @@ def run_experiment(setup, args, train_loader):
         for step in steps:
             row = _pruning_step(setup, args, method, model, step, schedule[step - 1], train_loader)
             log.append(**row)
+            record.write()
             steps.write(f"{label} step {step}/{args.steps}: kept {float(row['kept_fraction']):.4f} (target "
                         f"{float(row['target_kept']):.4f}), test accuracy {float(row['test_accuracy']):.4f}, "
                         f"{row['seconds']} s, saved {row['model_file']}")
-        plot_results.write_summary(log.path, title=setup.title)
+        plot_results.write_summary(log.path)
     print(f"results: {log.path} (table and plot next to it); pruned models in {args.out}")
     return log.path
 
@@ -290,7 +359,7 @@ def _evaluate_start(setup, model, model_path):
     print(f"start model {model_path}: test accuracy {accuracy:.4f}")
     return dict(step=0, target_kept=f"{1:.6f}", kept_fraction=f"{setup.kept_fraction(model):.6f}",
                 test_accuracy=f"{accuracy:.6f}", seconds=f"{time.perf_counter() - started:.1f}",
-                model_file=str(model_path))
+                model_file=repository_path(model_path))
 
 
 def _pruning_step(setup, args, method, model, step, target, train_loader):

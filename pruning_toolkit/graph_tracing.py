@@ -219,7 +219,7 @@ class DenseBlockRule(ChannelRule):
     Layer k (k < ``module.depth``) convolves the earlier channels of that list with parameter
     ``weight{k}`` and adds ``bias[k * width:(k + 1) * width]`` (then a ReLU); the output is the
     whole list. Layer k reads all earlier channels, or only ``module.layer_inputs[k]`` (indices
-    into the list) when the module has that attribute (``shrink.SparseMSDBlock2d``)."""
+    into the list) when the module has that attribute (``msd.SparseMSDBlock2d``)."""
 
     def trace(self, tracer, module, path, inputs, output):
         source = tracer.single_input(inputs, module, path)
@@ -242,7 +242,7 @@ register_channel_rule(nn.Conv1d, ConvRule())
 register_channel_rule(nn.Conv2d, ConvRule())
 register_channel_rule(nn.modules.batchnorm._BatchNorm, BatchNormRule())
 register_channel_rule("msd.MSDBlock2d", DenseBlockRule())
-register_channel_rule("pruning_toolkit.shrink.SparseMSDBlock2d", DenseBlockRule())
+register_channel_rule("msd.SparseMSDBlock2d", DenseBlockRule())
 
 
 # ============================================================================================

@@ -4,7 +4,7 @@ Masking (what the pruning methods do) leaves a model as large and slow as before
 :func:`shrink` traces the model (``graph_tracing``), finds the channels that are exactly zero
 for every input, and cuts them out of every module that produces or reads them: convolution
 rows and columns, BatchNorm entries, biases. MS-D's dense block becomes a
-:class:`SparseMSDBlock2d` that keeps only live layers and, for each, only the inputs whose
+:class:`msd.SparseMSDBlock2d` that keeps only live layers and, for each, only the inputs whose
 convolution is not pruned (LEAN leaves a few per layer, so this is where MS-D gets faster).
 The result computes the same outputs (checked on the example input) with fewer parameters
 and MACs.
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from prettytable import PrettyTable
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -29,7 +28,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from pruning_toolkit import graph_tracing
-from msd import symmetric_index
+from msd import SparseMSDBlock2d
 from pruning_utils import masked_weight
 
 # ============================================================================================
@@ -180,65 +179,6 @@ class BatchNormSurgery(Surgery):
         return module
 
 
-class SparseMSDBlock2d(nn.Module):
-    """MS-D hidden layers with explicit connectivity: layer k reads only the channels
-    ``layer_inputs[k]`` (indices into the list [inputs, layer 0, layer 1, ...]), with a dilated
-    3x3 convolution on symmetric padding, bias and ReLU, as ``msd.MSDBlock2d``. Output: the
-    inputs and all layer outputs. What a pruned MS-D block becomes after shrinking."""
-
-    def __init__(self, in_channels, dilations, layer_inputs, width=1):
-        super().__init__()
-        if len(layer_inputs) != len(dilations):
-            raise ValueError(f"SparseMSDBlock2d: {len(dilations)} dilations but {len(layer_inputs)} input lists")
-        self.in_channels, self.width = in_channels, width
-        self.dilations = [int(d) for d in dilations]
-        self.depth = len(self.dilations)
-        self.layer_inputs = [[int(i) for i in inputs] for inputs in layer_inputs]
-        for k, inputs in enumerate(self.layer_inputs):
-            if any(not 0 <= i < in_channels + width * k for i in inputs):
-                raise ValueError(f"SparseMSDBlock2d: layer {k} reads a channel that is not an earlier one")
-            self.register_parameter(f"weight{k}", nn.Parameter(torch.zeros(width, len(inputs), 3, 3)))
-        self.bias = nn.Parameter(torch.zeros(self.depth * width))
-
-    def extra_repr(self):
-        return (f"in_channels={self.in_channels}, depth={self.depth}, width={self.width}, "
-                f"inputs per layer={[len(i) for i in self.layer_inputs]}")
-
-    def forward(self, input):
-        if input.dim() != 4 or input.shape[1] != self.in_channels:
-            raise ValueError(f"SparseMSDBlock2d expects input (batch, {self.in_channels}, H, W), "
-                             f"got {tuple(input.shape)}")
-        batch, _, height, width_px = input.shape
-        pad = max(self.dilations, default=0)
-        rows = symmetric_index(height, pad, input.device)
-        cols = symmetric_index(width_px, pad, input.device)
-
-        def padded_channels(x):          # (B, c, H, W) -> c tensors (B, H + 2 pad, W + 2 pad)
-            return list(x.index_select(-2, rows).index_select(-1, cols).unbind(1))
-
-        channels, outputs = padded_channels(input), [input]
-        for k, (dilation, inputs) in enumerate(zip(self.dilations, self.layer_inputs)):
-            bias = self.bias[k * self.width:(k + 1) * self.width].view(-1, 1, 1, 1)
-            if inputs:
-                # one matrix product for the nine taps, then nine shifted additions (as msd.py)
-                weight = getattr(self, f"weight{k}")
-                taps = weight.permute(2, 3, 0, 1).reshape(9 * self.width, len(inputs))
-                read = torch.stack([channels[i] for i in inputs]).reshape(len(inputs), -1)
-                responses = (taps @ read).view(3, 3, self.width, *channels[0].shape)
-                out = None
-                for a in range(3):
-                    for b in range(3):
-                        top, left = pad + (a - 1) * dilation, pad + (b - 1) * dilation
-                        window = responses[a, b, :, :, top:top + height, left:left + width_px]
-                        out = window + bias if out is None else out.add_(window)
-            else:
-                out = bias.expand(-1, batch, height, width_px)
-            out = torch.relu(out).transpose(0, 1)
-            outputs.append(out)
-            channels += padded_channels(out)
-        return torch.cat(outputs, dim=1)
-
-
 class DenseBlockSurgery(Surgery):
     """An MS-D block (dense or sparse) becomes a :class:`SparseMSDBlock2d` of its live layers,
     each reading only its live inputs with a nonzero convolution."""
@@ -360,7 +300,9 @@ def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=Tr
                           len(produced), int(keep[produced].sum()))
     if check:
         for expected, got in zip(_outputs(model, inputs), _outputs(shrunk, inputs)):
-            if expected.shape != got.shape or not torch.allclose(expected, got, rtol=rtol, atol=atol):
+            # float32 sums in another order differ by rtol relative to the output's scale
+            scale = float(expected.abs().max()) if expected.numel() else 0.0
+            if expected.shape != got.shape or not torch.allclose(expected, got, rtol=rtol, atol=atol + rtol * scale):
                 raise ValueError("shrink: the shrunk model's outputs differ from the original's "
                                  "on the example input (does a module hard-code a channel count?)")
     return shrunk, report

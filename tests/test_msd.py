@@ -125,7 +125,7 @@ def test_gradcheck_small_network():
     bias, weight1 = module.msd_block.bias, module.msd_block.weight1
     block = msd._MSDBlockFunction.apply
     assert torch.autograd.gradcheck(
-        lambda inp, b, w1: block(inp, (1, 2, 3), b, module.msd_block.weight0, w1,
+        lambda inp, b, w1: block(inp, (1, 2, 3), (None, None, None), b, module.msd_block.weight0, w1,
                                  module.msd_block.weight2), (x, bias, weight1))
 
 

@@ -11,7 +11,8 @@ import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import NARROW, random_msd, randomize_batchnorms
 from pruning_toolkit import shrink as shrink_module
-from pruning_toolkit.shrink import SparseMSDBlock2d, count_parameters, shrink
+from msd import SparseMSDBlock2d
+from pruning_toolkit.shrink import count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -181,7 +182,8 @@ def test_msd_shrinks_to_a_sparse_block_of_live_layers_reading_live_inputs_only()
     assert small.layer_inputs[8] == [1, 3, 5, 6, 7, 8]             # layer 10: l0 l2 l5 l6 l8 l9 (x l1 l4 pruned)
     assert small.weight8.shape == (1, 6, 3, 3) and small.bias.shape == (10,)
     assert shrunk.final_layer.linear.weight.shape == (2, 1 + 10, 1)
-    torch.testing.assert_close(outputs(shrunk, x), outputs(model.msd, x), rtol=1e-4, atol=1e-5)
+    expected = outputs(model.msd, x)      # N(0, 1) weights: outputs up to ~1e3, float32 sums
+    torch.testing.assert_close(outputs(shrunk, x), expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
     reads = sum(len(inputs) for inputs in small.layer_inputs)
     assert report.macs_after == reads * 9 * 2 * 144 + 2 * 11 * 2 * 144 < report.macs_before
     # shrinking again changes nothing, and the sparse block trains
