@@ -31,8 +31,10 @@ from torch.utils.data import Dataset
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 TIFF_SUFFIXES = (".tif", ".tiff")
 # A pruned layer reads the list of its live inputs (a copy) instead of all earlier channels (a
-# view) when fewer than this fraction of them are live; measured with benchmarks/bench_msd.py.
-SPARSE_READ_BELOW = 0.5
+# view) when fewer than this fraction of them are live, and only while the whole block reads
+# less than DENSE_BLOCK_ABOVE of what the dense block reads; measured with benchmarks/bench_msd.py.
+SPARSE_READ_BELOW = 0.25
+DENSE_BLOCK_ABOVE = 0.6
 # On the CPU, a layer reading at most this many listed channels runs the compiled kernels of
 # pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes).
 COMPILED_READS_UP_TO = 8
@@ -293,13 +295,13 @@ class MSDBlock2d(nn.Module):
             return [None] * self.depth
         key = [(mask, mask._version) for mask in masks if mask is not None]
         cached = self._reads_cache
-        if cached is not None and cached[0] == SPARSE_READ_BELOW and len(cached[1]) == len(key) and all(
+        if cached is not None and cached[0] == (SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE) and len(cached[1]) == len(key) and all(
                 a is b and va == vb for (a, va), (b, vb) in zip(cached[1], key)):
             return cached[2]
         *weight_masks, bias_mask = masks
         bias_live = None if bias_mask is None else bias_mask.detach().ne(0).cpu()
         constant_zero = torch.zeros(self.in_channels + self.width * self.depth, dtype=torch.bool)
-        reads = []
+        reads, live_total, dense_total = [], 0, 0
         for k, mask in enumerate(weight_masks):
             c = self.in_channels + self.width * k
             live = (torch.ones(self.width, c, dtype=torch.bool) if mask is None
@@ -308,11 +310,14 @@ class MSDBlock2d(nn.Module):
             if bias_live is not None:
                 constant_zero[c:c + self.width] = ~live.any(1) & ~bias_live[k * self.width:(k + 1) * self.width]
             read = live.any(0)
+            live_total, dense_total = live_total + int(read.sum()), dense_total + c
             if read.sum() >= SPARSE_READ_BELOW * c:
                 reads.append(None)
             else:
                 reads.append(read.nonzero().flatten().to(self.bias.device))
-        self._reads_cache = (SPARSE_READ_BELOW, key, reads)
+        if live_total >= DENSE_BLOCK_ABOVE * dense_total:
+            reads = [None] * self.depth      # little pruned: the dense block is faster
+        self._reads_cache = ((SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE), key, reads)
         return reads
 
     def forward(self, input):

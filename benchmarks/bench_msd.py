@@ -76,9 +76,14 @@ def pruned_models(args):
 
 
 def live_inputs_per_layer(model):
+    """Mean number of input channels a hidden layer reads through an unpruned kernel."""
     block = model.msd.msd_block
-    reads = block.live_reads()
-    return np.mean([block.in_channels + k if r is None else r.numel() for k, r in enumerate(reads)])
+    counts = []
+    for k in range(block.depth):
+        mask = getattr(block, f"weight{k}_mask", None)
+        counts.append(block.in_channels + block.width * k if mask is None
+                      else int(mask.reshape(block.width, mask.shape[1], -1).ne(0).any(2).any(0).sum()))
+    return float(np.mean(counts))
 
 
 def projected_hours(kept_points, step_seconds, inference_seconds, batch):

@@ -56,6 +56,8 @@ def batches(seed, c_in=1, count=3, size=12):
 
 def train(model, data, threshold, monkeypatch, compiled=True):
     monkeypatch.setattr(msd, "SPARSE_READ_BELOW", threshold)
+    if threshold == ALWAYS_SPARSE:
+        monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
     monkeypatch.setattr(msd, "USE_COMPILED_KERNELS", compiled)
     losses = [model.learn(x, y) for x, y in data]
     monkeypatch.undo()
@@ -99,6 +101,11 @@ def test_adam_steps_of_the_fast_path_equal_dense_masked_training(name, threshold
             assert torch.all(getattr(block, f"weight{k}")[mask == 0] == 0)
 
 
+def test_a_lightly_pruned_block_runs_dense():
+    block = lean_pruned(3, 0.9, depth=20).msd.msd_block
+    assert block.live_reads() == [None] * block.depth
+
+
 def test_heavily_pruned_network_reads_few_channels_and_skips_dead_layers():
     model = lean_pruned(3, 0.08, depth=20)
     block = model.msd.msd_block
@@ -115,6 +122,7 @@ def test_heavily_pruned_network_reads_few_channels_and_skips_dead_layers():
 
 def test_a_layer_reading_only_dead_channels_is_skipped_exactly(monkeypatch):
     """Kernels left unpruned on a constant-zero channel are not read; their gradients stay zero."""
+    monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
     model = random_msd(4, c_in=1, c_out=3, depth=5, dilations=(1, 2))
     block = model.msd.msd_block
     with torch.no_grad():
@@ -137,6 +145,7 @@ def test_a_layer_reading_only_dead_channels_is_skipped_exactly(monkeypatch):
 
 def test_constant_channel_of_a_layer_with_a_live_positive_bias(monkeypatch):
     """A layer whose kernels are all pruned but whose bias is not outputs relu(bias)."""
+    monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
     model = random_msd(6, c_in=1, c_out=3, depth=4, dilations=(1, 2))
     block = model.msd.msd_block
     with torch.no_grad():
@@ -150,7 +159,8 @@ def test_constant_channel_of_a_layer_with_a_live_positive_bias(monkeypatch):
     assert_same_training_state(fast, dense)
 
 
-def test_reads_follow_mask_changes():
+def test_reads_follow_mask_changes(monkeypatch):
+    monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
     model = lean_pruned(8, 0.3, depth=10)
     block = model.msd.msd_block
     before = [None if r is None else r.clone() for r in block.live_reads()]
