@@ -35,9 +35,13 @@ def layer_norms(graph, norm="sv", fourier_size=MSD_FOURIER_SIZE):
         weight = masked_weight(layer.module, layer.name)
         if norm == "sv":
             values = compute_FourierSVD_norms(weight, fourier_size, "max")
-        else:
+        elif norm == "l1":
             values = compute_Ln_norms_conv(weight, 1)
+        else:
+            raise ValueError(f"unknown norm {norm!r}, expected 'sv' or 'l1'")
         values = values.double().cpu().numpy()
+        if not np.isfinite(values).all():
+            raise ValueError(f"convolution {layer.name} of {type(layer.module).__name__} has NaN or infinite weights")
         if layer.batchnorm is not None:
             values = values * norm_graph.batchnorm_scale(layer.batchnorm)[:, None]
         norms.append(values)
@@ -76,6 +80,8 @@ def lean_selection(graph, prune_fraction, norms):
 def threshold_selection(prune_fraction, norms, inclusive=False):
     """Global threshold: numpy's linear percentile at ``100 * prune_fraction`` of the nonzero norms."""
     all_norms = np.concatenate([values.ravel() for values in norms])
+    if not (all_norms > 0).any():
+        raise ValueError("every remaining convolution has norm 0 (all-zero weights): nothing to rank")
     threshold = np.percentile(all_norms[all_norms > 0], 100 * prune_fraction)
     if inclusive:
         return [values <= threshold for values in norms]
@@ -155,6 +161,8 @@ def prune_redundant(graph):
 # ============================================================================================
 
 def _check_keep_fraction(tot_perc):
+    if isinstance(tot_perc, bool) or not isinstance(tot_perc, (int, float, np.floating, np.integer)):
+        raise ValueError(f"tot_perc is the fraction of convolutions to keep, a number in (0, 1], got {tot_perc!r}")
     if not 0 < tot_perc <= 1:
         raise ValueError(f"tot_perc is the fraction of convolutions to keep and must lie in (0, 1], got {tot_perc}")
 

@@ -78,7 +78,7 @@ def compute_FourierSVD_norms(weight, n, order):
     """
     if order not in FOURIER_ORDERS:
         raise ValueError(f"unknown norm order {order!r}, expected one of {FOURIER_ORDERS}")
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"the mock image size n must be a positive integer, got {n!r}")
     kernels, kernel_shape, out_in = _kernels_of(weight, "compute_FourierSVD_norms")
     if math.prod(kernel_shape) == 1:
@@ -148,9 +148,9 @@ def compute_Ln_norms_conv(weight, p):
 # ============================================================================================
 
 
-def get_default_mask(tensor):
-    """An all-ones mask shaped like ``tensor``: nothing pruned."""
-    return torch.ones_like(tensor)
+def get_default_mask(module, name):
+    """An all-ones mask shaped like ``module.<name>`` (nothing pruned), as the reference's."""
+    return torch.ones_like(getattr(module, name))
 
 
 def is_pruned(module, name):
@@ -161,7 +161,7 @@ def get_mask(module, name):
     """The pruning mask of ``module.<name>``, all ones where it was never pruned."""
     if is_pruned(module, name):
         return getattr(module, name + "_mask")
-    return get_default_mask(getattr(module, name))
+    return get_default_mask(module, name)
 
 
 @torch.no_grad()
@@ -203,10 +203,15 @@ def prune_kernels(layer, to_prune):
     apply_mask(layer.module, layer.name, keep)
 
 
+def pruned_counts(graph):
+    """(pruned, total, fraction): how many of the graph's convolutions have an all-zero kernel mask."""
+    pruned = sum(int((~kernel_alive(layer)).sum()) for layer in graph.layers)
+    return pruned, graph.num_convolutions, pruned / graph.num_convolutions
+
+
 def fraction_pruned(graph):
     """Fraction of the graph's convolutions whose whole kernel mask is zero."""
-    pruned = sum(int((~kernel_alive(layer)).sum()) for layer in graph.layers)
-    return pruned / graph.num_convolutions
+    return pruned_counts(graph)[2]
 
 
 # ============================================================================================
@@ -225,11 +230,16 @@ def get_conv_masks_MSD(model, include_final_layer=True):
 
 
 def fraction_pruned_convs_MSD(model):
-    return fraction_pruned(norm_graph.msd_channel_graph(model))
+    """(pruned, total, fraction) of the MS-D convolutions, final layer included, as the reference."""
+    return pruned_counts(norm_graph.msd_channel_graph(model))
 
 
-def fraction_pruned_convs_MSD_3x3(model):
-    return fraction_pruned(norm_graph.msd_channel_graph(model, include_final_layer=False))
+def fraction_pruned_convs_MSD3x3(model):
+    """(pruned, total, fraction) of the MS-D 3x3 convolutions (the final 1x1 layer left out)."""
+    return pruned_counts(norm_graph.msd_channel_graph(model, include_final_layer=False))
+
+
+fraction_pruned_convs_MSD_3x3 = fraction_pruned_convs_MSD3x3  # the spelling of the *_MSD_3x3 methods
 
 
 def pruned_before_MSD(model):
@@ -237,8 +247,9 @@ def pruned_before_MSD(model):
 
 
 def get_convs_ResNet50(model):
-    """Every Conv2d of the FCN-ResNet50 backbone (downsample convs included) and both head convs."""
-    return [layer.module for layer in norm_graph.resnet50_channel_graph(model).layers]
+    """Every Conv2d of the FCN-ResNet50 backbone (downsample convs included) and both head
+    convs, as (module, "weight") pairs in network order (the reference's form)."""
+    return [(layer.module, layer.name) for layer in norm_graph.resnet50_channel_graph(model).layers]
 
 
 def get_batchnorms_ResNet50(model):
@@ -247,8 +258,9 @@ def get_batchnorms_ResNet50(model):
 
 
 def fraction_pruned_convs_ResNet50(model):
-    return fraction_pruned(norm_graph.resnet50_channel_graph(model))
+    """(pruned, total, fraction) of the FCN-ResNet50 convolutions, as the reference."""
+    return pruned_counts(norm_graph.resnet50_channel_graph(model))
 
 
 def pruned_before_ResNet50(model):
-    return any(is_pruned(conv, "weight") for conv in get_convs_ResNet50(model))
+    return any(is_pruned(module, name) for module, name in get_convs_ResNet50(model))

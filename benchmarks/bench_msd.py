@@ -144,7 +144,7 @@ def main(argv=None):
         fast_step, fast_inference = timings(model, x, y, args.repeats, synchronize)
         others = [with_threshold(t, lambda: timings(model, x, y, args.repeats, synchronize))[0]
                   for t in args.thresholds or []]
-        kept_fraction = 1 - pruning_utils.fraction_pruned_convs_MSD_3x3(model) if kept < 1 else 1.0
+        kept_fraction = 1 - pruning_utils.fraction_pruned_convs_MSD3x3(model)[2] if kept < 1 else 1.0
         print(f"{kept_fraction:7.4f} {live_inputs_per_layer(model):11.1f} {per_image(dense_step):>11} "
               f"{per_image(fast_step):>10} {dense_step / fast_step:7.2f}x {per_image(fast_inference):>11}"
               + "".join(f" {per_image(t):>8}" for t in others), flush=True)

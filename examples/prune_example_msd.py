@@ -57,7 +57,7 @@ class MSDPruning(experiment.PruningSetup):
         PRUNE_METHODS[method](model, kept)
 
     def kept_fraction(self, model):
-        return 1 - pruning_utils.fraction_pruned_convs_MSD_3x3(model)
+        return 1 - pruning_utils.fraction_pruned_convs_MSD3x3(model)[2]
 
     def file_name(self, label, target_kept, accuracy):
         return f"msd_network_{label}_d={self.args.depth}_ratio={target_kept:.4f}_acc={accuracy:.4f}.torch"

@@ -63,7 +63,7 @@ class ResNetPruning(experiment.PruningSetup):
         PRUNE_METHODS[method](model.net, kept)
 
     def kept_fraction(self, model):
-        return 1 - pruning_utils.fraction_pruned_convs_ResNet50(model.net)
+        return 1 - pruning_utils.fraction_pruned_convs_ResNet50(model.net)[2]
 
     def file_name(self, label, target_kept, accuracy):
         return f"fcn_resnet50_{label}_ratio={target_kept:.4f}_acc={accuracy:.4f}.torch"

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import _paths
 import msd
+from msd import get_global_accuracy  # noqa: F401  (reference scripts import it from here)
 
 PROG = "train_example_msd.py"
 DEFAULT_OUT_DIR = _paths.EXAMPLES_DIR / "my_models"

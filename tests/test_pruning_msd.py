@@ -53,10 +53,10 @@ def test_kept_fraction_follows_random_multistep_schedules():
     for trial in range(2):
         c_in, c_out, depth = (int(v) for v in (rng.integers(1, 7), rng.integers(1, 7), rng.integers(30, 51)))
         final_ratio, steps = rng.uniform(0.05, 0.9), int(rng.integers(1, 5))
-        for method, fraction in [(lean.LEAN_SV_MSD, pruning_utils.fraction_pruned_convs_MSD),
-                                 (lean.LEAN_SV_MSD_3x3, pruning_utils.fraction_pruned_convs_MSD_3x3),
-                                 (lean.IndivSV_Global_MSD_3x3, pruning_utils.fraction_pruned_convs_MSD_3x3),
-                                 (lean.IndivL1_Global_MSD, pruning_utils.fraction_pruned_convs_MSD)]:
+        for method, fraction in [(lean.LEAN_SV_MSD, lambda m: pruning_utils.fraction_pruned_convs_MSD(m)[2]),
+                                 (lean.LEAN_SV_MSD_3x3, lambda m: pruning_utils.fraction_pruned_convs_MSD3x3(m)[2]),
+                                 (lean.IndivSV_Global_MSD_3x3, lambda m: pruning_utils.fraction_pruned_convs_MSD3x3(m)[2]),
+                                 (lean.IndivL1_Global_MSD, lambda m: pruning_utils.fraction_pruned_convs_MSD(m)[2])]:
             model = random_msd(trial, c_in, c_out, depth, dilations=range(1, 11))
             redun = method.__name__.startswith("LEAN")
             for step in range(1, steps + 1):
@@ -145,9 +145,9 @@ def test_reference_helpers():
     assert len(pruning_utils.get_convs_MSD(model)) == 6
     assert len(pruning_utils.get_convs_MSD(model, include_final_layer=False)) == 5
     assert not pruning_utils.pruned_before_MSD(model)
-    assert pruning_utils.fraction_pruned_convs_MSD(model) == 0
+    assert pruning_utils.fraction_pruned_convs_MSD(model)[2] == 0
     kill_layer_inputs(model, 4)
     assert pruning_utils.pruned_before_MSD(model)
     convs_3x3 = sum(2 + k for k in range(5))
-    assert pruning_utils.fraction_pruned_convs_MSD_3x3(model) == pytest.approx(6 / convs_3x3)
-    assert pruning_utils.fraction_pruned_convs_MSD(model) == pytest.approx(6 / (convs_3x3 + 3 * 7))
+    assert pruning_utils.fraction_pruned_convs_MSD3x3(model) == (6, convs_3x3, pytest.approx(6 / convs_3x3))
+    assert pruning_utils.fraction_pruned_convs_MSD(model) == (6, convs_3x3 + 3 * 7, pytest.approx(6 / (convs_3x3 + 3 * 7)))

@@ -57,7 +57,7 @@ def test_kept_fraction_within_five_percent_and_model_still_runs(method):
     final_ratio, steps = 0.2, 3
     for step in range(1, steps + 1):
         method(model, final_ratio ** (step / steps), Redun=False)
-    kept = 1 - pruning_utils.fraction_pruned_convs_ResNet50(model)
+    kept = 1 - pruning_utils.fraction_pruned_convs_ResNet50(model)[2]
     assert abs(kept - final_ratio) / final_ratio < 0.05
     with torch.no_grad():
         out = model(torch.randn(1, 1, 32, 32))["out"]
@@ -101,4 +101,4 @@ def test_reference_helpers_for_resnet50():
     batchnorms = pruning_utils.get_batchnorms_ResNet50(model)
     assert batchnorms[-1] is None and all(bn is not None for bn in batchnorms[:-1])
     assert not pruning_utils.pruned_before_ResNet50(model)
-    assert pruning_utils.fraction_pruned_convs_ResNet50(model) == 0
+    assert pruning_utils.fraction_pruned_convs_ResNet50(model)[2] == 0
