@@ -16,6 +16,7 @@ edge pixel repeats: index -1 reads 0), as msd_pytorch's kernels do; for a dilati
 than the image, where msd_pytorch reads out of bounds, the mirroring simply continues
 (numpy's periodic even extension).
 """
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -585,16 +586,12 @@ class MSDSegmentationModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             **extra,
+            "dilations": list(self.dilations),
             "epoch": int(epoch),
             "state_dict": self._plain_net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
         }
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(state, temporary)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        save_checkpoint(state, path)
 
     def load(self, path):
         """Load a checkpoint saved by msd_pytorch 0.9/0.10 or by ``save`` (pruned ones
@@ -602,6 +599,10 @@ class MSDSegmentationModel:
         state = read_checkpoint(path, self.device)
         state_dict = _strip_prefix(state["state_dict"], "module.")
         self._check_compatible(path, state_dict)
+        recorded = state.get("dilations")
+        if recorded is not None and [int(d) for d in recorded] != [int(d) for d in self.dilations]:
+            raise ValueError(f"{path}: the network was trained with dilations {list(recorded)}, "
+                             f"this model has {list(self.dilations)} (pass --dilations to match)")
         _match_pruning(self._plain_net, state_dict)
         try:
             self._plain_net.load_state_dict(state_dict)
@@ -610,7 +611,7 @@ class MSDSegmentationModel:
         if state.get("optimizer") is not None:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError) as error:
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
                 raise ValueError(f"{path}: optimizer state does not fit this model: {error}")
         return int(state["epoch"])
 
@@ -632,20 +633,58 @@ class MSDSegmentationModel:
                              f"(missing {missing}, unexpected {unexpected})")
 
 
+def save_checkpoint(state, path):
+    """torch.save ``state`` to ``path`` atomically (temporary file, then rename); OSError naming
+    the file when it cannot be written (a full disk surfaces from torch as a RuntimeError)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:
+        raise OSError(f"cannot write {path}: {_first_line(error)}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def read_checkpoint(path, device):
-    """A checkpoint in msd_pytorch's layout as a dict; clear errors for missing, corrupt or other files."""
+    """A checkpoint in msd_pytorch's layout as a dict; clear errors for missing, corrupt,
+    unsafe or malformed files (each naming the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file, not a torch checkpoint")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or unsafe files
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise ValueError(f"{path}: holds Python objects other than tensors and plain values; "
+                             f"refused, such a checkpoint is never unpickled") from None
         raise ValueError(f"{path}: not a readable torch checkpoint "
-                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+                         f"({type(error).__name__}: {_first_line(error)})") from None
     if not isinstance(state, dict) or "state_dict" not in state or "epoch" not in state:
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path}: expected a dict with keys 'epoch', 'state_dict', "
                          f"'optimizer' (msd_pytorch format), found {found}")
+    state_dict = state["state_dict"]
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in state_dict.items()):
+        raise ValueError(f"{path}: 'state_dict' is not a mapping of names to tensors "
+                         f"(found {type(state_dict).__name__})")
+    if isinstance(state["epoch"], bool) or not isinstance(state["epoch"], int):
+        raise ValueError(f"{path}: 'epoch' is not an integer (found {state['epoch']!r})")
+    if state.get("optimizer") is not None and not isinstance(state["optimizer"], dict):
+        raise ValueError(f"{path}: 'optimizer' is not an optimizer state (found {type(state['optimizer']).__name__})")
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: '{name}' holds NaN or infinite values")
     return state
 
 

@@ -13,7 +13,6 @@ from torch.nn.utils import prune
 import _paths  # noqa: F401  (makes the repository importable from a checkout)
 import fcn_resnet
 import msd
-from _atomic import write_atomically
 
 # a narrow network of FCN-ResNet50's layout, for --quick runs and tests
 NARROW_SHAPE = dict(blocks_per_layer=(1, 1, 1, 1), layer_widths=(4, 8, 8, 8), stem_channels=8)
@@ -61,7 +60,8 @@ class FCNSegmentationModel:
     def save(self, path, epoch, **extra):
         state = {**extra, "epoch": int(epoch), "state_dict": self.net.state_dict(),
                  "optimizer": self.optimizer.state_dict()}
-        write_atomically(path, lambda temporary: torch.save(state, temporary))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        msd.save_checkpoint(state, path)
 
     def load(self, path):
         """Load a checkpoint written by :meth:`save` (pruned or not); returns its epoch."""
@@ -76,7 +76,7 @@ class FCNSegmentationModel:
         if state.get("optimizer") is not None:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError) as error:
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
                 raise ValueError(f"{path}: optimizer state does not fit this model: {error}") from None
         return int(state["epoch"])
 

@@ -9,18 +9,20 @@ each shape (a hollow shape gets its filled twin's area), 0 the background. Write
 
     python examples/generate_example_data.py [--out DIR] [--train 500 --val 100 --test 50]
 """
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+import _paths  # noqa: F401  (makes the repository importable from a checkout)
 from _atomic import write_atomically
+from pruning_toolkit.cli import OneLineErrorParser
 
 SHAPES_PER_IMAGE = 24
 MAX_PLACEMENT_TRIES = 100_000
 SPLITS = ("train", "val", "test")
+MAX_SIZE = 8192  # an 8192 x 8192 image takes about 0.8 GB while it is drawn
 DEFAULT_OUT = Path(__file__).resolve().parent / "data"
 
 
@@ -86,7 +88,7 @@ def generate_example_data(out, counts, size=256, seed=12345, progress=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="data folder (default: examples/data next to this script)")
     parser.add_argument("--train", type=int, default=500, help="training images (500)")
@@ -99,8 +101,12 @@ def parse_args(argv=None):
     for name in ("train", "val", "test"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.size < 32:
-        parser.error(f"--size must be at least 32 (shapes are size // 8 wide), got {args.size}")
+    if not 32 <= args.size <= MAX_SIZE:
+        parser.error(f"--size must lie in [32, {MAX_SIZE}] (shapes are size // 8 wide), got {args.size}")
+    if str(args.out) in ("", "."):
+        parser.error("--out must name a data folder")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; name a data folder")
     if not 0 <= args.seed < 2 ** 32:
         parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
     return args
@@ -116,7 +122,7 @@ def main(argv=None):
     try:
         generate_example_data(args.out, counts, args.size, args.seed, progress)
     except (OSError, ValueError) as error:
-        print(f"generate_example_data: {error}", file=sys.stderr)
+        print(f"generate_example_data.py: {error}", file=sys.stderr)
         return 1
     print(f"wrote {sum(counts.values())} CS images to {args.out}")
     return 0

@@ -6,13 +6,13 @@ Reads the ``results.csv`` written by prune_example_msd.py / prune_example_resnet
 next to it (or into ``--out``), ``results.md`` (a markdown table, one row per pruning step) and
 ``accuracy_vs_kept.svg`` / ``.png`` (log x-axis). Needs no torch.
 """
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
 import _paths  # noqa: F401  (makes the repository importable from a checkout)
+from pruning_toolkit.cli import OneLineErrorParser
 from _atomic import write_atomically
 
 RESULT_FIELDS = ("method", "step", "target_kept", "kept_fraction", "test_accuracy", "train_loss",
@@ -124,7 +124,7 @@ def write_summary(csv_path, out_dir=None, title=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_csv", type=Path, help="results.csv of a pruning run")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the CSV's folder)")
     parser.add_argument("--title", default=None, help="plot title (default: the one run.json records)")

@@ -11,10 +11,10 @@ is saved as ``<out>/msd_network_<METHOD>_d=<depth>_ratio=<target kept, 4 decimal
 accuracy, 4 decimals>.torch``; results.csv, results.md and accuracy_vs_kept.svg/.png go to
 ``--results``.
 """
-import argparse
 import sys
 
 import _paths
+from pruning_toolkit.cli import OneLineErrorParser
 import msd
 import pruning_algorithms as lean
 import pruning_experiment as experiment
@@ -29,7 +29,7 @@ FULL_DEFAULTS = dict(
     experiment.FULL_DEFAULTS, depth=50,
     model=lambda args: _paths.EXAMPLES_DIR / "trained_models" / f"msd_network_d={args.depth}.torch",
     out=_paths.EXAMPLES_DIR / "pruned_models",
-    results=_paths.EXAMPLES_DIR / "results",
+    results=_paths.EXAMPLES_DIR / "my_results" / "msd",
 )
 QUICK_DIR = experiment.QUICK_DIR / "msd"
 QUICK_DEFAULTS = dict(
@@ -64,8 +64,8 @@ class MSDPruning(experiment.PruningSetup):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    experiment.add_arguments(parser, "examples/trained_models/msd_network_d=<depth>.torch", "examples/results")
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
+    experiment.add_arguments(parser, "examples/trained_models/msd_network_d=<depth>.torch", "examples/my_results/msd")
     parser.add_argument("--depth", type=int, default=None, help="MS-D depth of --model (default 50; --quick: 10)")
     parser.add_argument("--dilations", type=train_example_msd.parse_int_list, default=list(range(1, 11)),
                         help="dilation cycle of --model, e.g. 1-10 or 1,2,4,8 (default 1-10)")

@@ -11,13 +11,13 @@ IndivL1_Global_ResNet50, IndivSV_Global_ResNet50 (every backbone and head convol
 models: ``<out>/fcn_resnet50_<METHOD>_ratio=<target kept>_acc=<test accuracy>.torch`` (4
 decimals); results.csv, results.md and accuracy_vs_kept.svg/.png go to ``--results``.
 """
-import argparse
 import sys
 
 import torch
 from torch.utils.data import DataLoader
 
 import _paths
+from pruning_toolkit.cli import OneLineErrorParser
 import pruning_algorithms as lean
 import pruning_experiment as experiment
 import pruning_utils
@@ -32,7 +32,7 @@ FULL_DEFAULTS = dict(
     experiment.FULL_DEFAULTS,
     model=_paths.EXAMPLES_DIR / "trained_models" / "fcn_resnet50_cs.torch",
     out=_paths.EXAMPLES_DIR / "pruned_models",
-    results=_paths.EXAMPLES_DIR / "results" / "resnet50",
+    results=_paths.EXAMPLES_DIR / "my_results" / "resnet50",
     train_epochs=20,
 )
 QUICK_DIR = experiment.QUICK_DIR / "resnet50"
@@ -70,8 +70,8 @@ class ResNetPruning(experiment.PruningSetup):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    experiment.add_arguments(parser, "examples/trained_models/fcn_resnet50_cs.torch, trained first if missing", "examples/results/resnet50")
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
+    experiment.add_arguments(parser, "examples/trained_models/fcn_resnet50_cs.torch, trained first if missing", "examples/my_results/resnet50")
     args = experiment.fill_defaults(parser.parse_args(argv), FULL_DEFAULTS, QUICK_DEFAULTS)
     experiment.check_arguments(args)
     return args

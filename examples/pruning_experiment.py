@@ -7,23 +7,30 @@ a row to ``results.csv``; the table and plot (plot_results.py) are rewritten aft
 The architecture-specific parts come from a :class:`PruningSetup`.
 """
 import csv
+import io
 import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder lock
+    fcntl = None
 from tqdm import tqdm
 
 import _paths
 import generate_example_data
 import msd
 import plot_results
-from _atomic import write_atomically
+from _atomic import check_writable_folder, write_atomically
 from train_example_msd import cs_dataset
 
 METHODS = ("lean", "indivL1", "indivSV")
@@ -104,7 +111,7 @@ def add_arguments(parser, model_default, results_default):
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the pruned models (default: examples/pruned_models)")
     parser.add_argument("--results", type=Path, default=None,
-                        help=f"folder for results.csv, results.md and accuracy_vs_kept.svg/.png "
+                        help=f"folder for results.csv, run.json, results.md and accuracy_vs_kept.svg/.png "
                              f"(default: {results_default})")
     parser.add_argument("--train-images", type=int, default=None,
                         help="fine-tune on the first N training images only (default: all)")
@@ -121,6 +128,9 @@ def add_arguments(parser, model_default, results_default):
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; --quick: 1)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run recorded in --results/results.csv instead of starting over")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the selected methods over in a --results folder that holds results "
+                             "(the other methods' rows stay)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--quick", action="store_true",
                         help="self-contained smoke run: small generated data, a small network trained "
@@ -137,6 +147,8 @@ def fill_defaults(args, full, quick):
 
 def check_arguments(args):
     """Raise UsageError for flag values no run can use."""
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the results folder, --overwrite starts it over: give one of them")
     if not 0 < args.ratio <= 1:  # also rejects nan
         raise UsageError(f"--ratio is the final fraction of convolutions kept and must lie in (0, 1], "
                          f"got {args.ratio}")
@@ -175,13 +187,24 @@ def has_cs_images(data_dir):
 
 
 def ensure_quick_data(data_dir, size, seed, quiet):
-    """Generate the small CS set of --quick into ``data_dir`` unless it already holds images."""
+    """Generate the small CS set of --quick into ``data_dir`` unless it already holds images.
+
+    The set is made in a temporary folder and renamed when complete, so an interrupted run never
+    leaves a partial set that a later run would take for the whole one."""
+    data_dir = Path(data_dir)
     if has_cs_images(data_dir):
         return
     counts = QUICK_DATA["counts"]
     print(f"generating {sum(counts.values())} CS images of {size}x{size} into {data_dir}")
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc="CS images", leave=False))
-    generate_example_data.generate_example_data(data_dir, counts, size, seed, progress)
+    partial = data_dir.with_name(f".{data_dir.name}.{os.getpid()}.partial")
+    try:
+        generate_example_data.generate_example_data(partial, counts, size, seed, progress)
+        if data_dir.exists() and not any(data_dir.iterdir()):
+            data_dir.rmdir()
+        os.replace(partial, data_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def cs_split(data_dir, split, limit=None):
@@ -205,30 +228,115 @@ def cs_loaders(args):
 # ================================================================================== results
 
 class ResultsLog:
-    """results.csv, appended row by row (each row flushed), so an interrupted run keeps its steps."""
+    """results.csv, one row per finished step, each row written whole (one append, flushed to disk).
 
-    def __init__(self, path, resume=False):
+    ``mode``: "new" refuses a folder that already holds results (say --resume or --overwrite);
+    "resume" continues it, dropping a torn last row (one a killed or full-disk write left) and
+    saying what it found; "overwrite" starts the given methods over and keeps the other methods'
+    rows. Rewrites go to a temporary file that is renamed."""
+
+    def __init__(self, path, mode="new", methods=()):
         self.path = Path(path)
         self.rows = []
-        if resume and self.path.is_file():
-            with open(self.path, newline="") as handle:
-                reader = csv.DictReader(handle)
-                if tuple(reader.fieldnames or ()) != plot_results.RESULT_FIELDS:
-                    raise ValueError(f"{self.path}: not a results file of this script; cannot resume")
-                self.rows = list(reader)
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if exists and mode == "new":
+            raise UsageError(f"{self.path} already holds results; pass --resume to continue that run, "
+                             f"--overwrite to start these methods over, or another --results folder")
+        if exists:
+            self.rows, torn = self._read()
+            if mode == "overwrite":
+                self.rows = [row for row in self.rows if row["method"] not in methods]
+            if torn or mode == "overwrite":
+                self._rewrite()
+            if torn:
+                print(f"{self.path}: dropped a torn last row ({torn[:80]!r}) left by an interrupted write")
+            if mode == "resume":
+                print(f"resuming {self.path}: " + (self.describe() or "no steps yet"))
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", newline="") as handle:
-                csv.writer(handle, lineterminator="\n").writerow(plot_results.RESULT_FIELDS)
+            self.rows = []
+            self._rewrite()
+
+    def _read(self):
+        """(complete rows, torn last line or ""); ValueError for a file of another layout."""
+        text = self.path.read_bytes().decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        last = lines.pop()                      # "" when the file ends with a newline
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if tuple(header or ()) != plot_results.RESULT_FIELDS:
+            raise ValueError(f"{self.path}: not a results file of this script (header {header}); "
+                             f"choose another --results folder")
+        rows = []
+        for number, values in enumerate(reader, start=2):
+            if len(values) != len(plot_results.RESULT_FIELDS) or not _is_number(values[1]):
+                if number == len(lines) and not last:   # the last complete line may be torn too
+                    return rows, ",".join(values)
+                raise ValueError(f"{self.path}, line {number}: malformed row {values}")
+            rows.append(dict(zip(plot_results.RESULT_FIELDS, values)))
+        return rows, last
+
+    def _rewrite(self):
+        def write(temporary):
+            with open(temporary, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(self.rows)
+        write_atomically(self.path, write)
+
+    def describe(self):
+        steps = {}
+        for row in self.rows:
+            steps.setdefault(row["method"], []).append(int(row["step"]))
+        return "; ".join(f"{method} steps {min(found)}-{max(found)}" for method, found in steps.items())
 
     def rows_of(self, label):
         return [row for row in self.rows if row["method"] == label]
 
     def append(self, **row):
-        values = {field: row.get(field, "") for field in plot_results.RESULT_FIELDS}
-        with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n").writerow(values)
-        self.rows.append({k: str(v) for k, v in values.items()})
+        values = {field: str(row.get(field, "")) for field in plot_results.RESULT_FIELDS}
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, plot_results.RESULT_FIELDS, lineterminator="\n").writerow(values)
+        data = buffer.getvalue().encode("utf-8")
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            while data:
+                data = data[os.write(descriptor, data):]
+            os.fsync(descriptor)
+        except OSError as error:
+            raise OSError(f"cannot append to {self.path}: {error.strerror or error}") from None
+        finally:
+            os.close(descriptor)
+        self.rows.append(values)
+
+
+def _is_number(text):
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+class FolderLock:
+    """An exclusive lock on a results folder, so that two runs never write into it at once."""
+
+    def __init__(self, folder):
+        self.path = Path(folder) / ".results.lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.handle.close()
+                raise UsageError(f"another run is writing to {self.path.parent}; wait for it to finish "
+                                 f"or choose another --results folder") from None
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
 
 
 def _resume_point(log, label, schedule, out_dir):
@@ -321,10 +429,24 @@ def fine_tune(setup, model, loader, epochs, quiet, description):
 
 def run_experiment(setup, args, train_loader):
     """Prune with every selected method, recording each step; returns the results.csv path."""
+    check_output_folders(args)
+    with FolderLock(args.results):
+        return _run_locked(setup, args, train_loader)
+
+
+def check_output_folders(args):
+    """ValueError before any work when --out or --results cannot be written."""
+    check_writable_folder(args.out, "--out")
+    check_writable_folder(args.results, "--results")
+
+
+def _run_locked(setup, args, train_loader):
     schedule = kept_schedule(args.ratio, args.steps)
+    # --quick writes into its own scratch folder, which a later smoke run may simply replace
+    mode = "resume" if args.resume else "overwrite" if (args.overwrite or args.quick) else "new"
+    log = ResultsLog(Path(args.results) / RESULTS_CSV, mode, selected_labels(args.method))
     record = RunRecord(args.results, args, len(train_loader.dataset), len(setup.test_loader.dataset),
                        setup.title, args.resume)
-    log = ResultsLog(Path(args.results) / RESULTS_CSV, resume=args.resume)
     print(f"pruning to {args.ratio} kept in {args.steps} steps: {100 * (1 - schedule[0]):.2f} % of the "
           f"remaining convolutions each step, {args.epochs} fine-tuning epoch(s) per step")
     start_row = None
@@ -357,9 +479,24 @@ def _evaluate_start(setup, model, model_path):
     started = time.perf_counter()
     accuracy = setup.accuracy(model)
     print(f"start model {model_path}: test accuracy {accuracy:.4f}")
+    baseline = majority_accuracy(setup.test_loader)
+    if accuracy <= baseline + 0.01:
+        print(f"warning: the start model's test accuracy {accuracy:.4f} is no better than predicting the most "
+              f"frequent class everywhere ({baseline:.4f}): is it trained, and do --depth/--dilations match "
+              f"how it was trained?", file=sys.stderr)
     return dict(step=0, target_kept=f"{1:.6f}", kept_fraction=f"{setup.kept_fraction(model):.6f}",
                 test_accuracy=f"{accuracy:.6f}", seconds=f"{time.perf_counter() - started:.1f}",
                 model_file=repository_path(model_path))
+
+
+def majority_accuracy(loader):
+    """Pixel accuracy of predicting the most frequent class of ``loader``'s targets everywhere."""
+    totals = {}
+    for _, target in loader:
+        values, counts = torch.unique(target, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist()):
+            totals[value] = totals.get(value, 0) + count
+    return max(totals.values()) / sum(totals.values()) if totals else 0.0
 
 
 def _pruning_step(setup, args, method, model, step, target, train_loader):

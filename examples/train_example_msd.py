@@ -10,7 +10,6 @@ run's state goes to ``<out stem>.resume.torch`` beside ``--out``; ``--resume`` c
 it and ends with the model an uninterrupted run gives (each epoch's data order is seeded by
 ``--seed`` and the epoch). An existing ``--out`` is never replaced unless ``--overwrite``.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import _paths
+from pruning_toolkit.cli import OneLineErrorParser
 import msd
+from _atomic import check_writable_folder
 from msd import get_global_accuracy  # noqa: F401  (reference scripts import it from here)
 
 PROG = "train_example_msd.py"
@@ -56,7 +57,7 @@ def epoch_seed(seed, epoch):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=_paths.EXAMPLES_DIR / "data",
                         help="folder made by generate_example_data.py (default: examples/data)")
     parser.add_argument("--out", type=Path, default=None,
@@ -100,6 +101,7 @@ def check_output(out, overwrite, resume):
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"--out {out}: {existing} is not a folder")
+    check_writable_folder(out.parent, f"--out {out}: folder")
     if out.exists() and not (overwrite or (resume and resume_state_path(out).is_file())):
         raise ValueError(f"--out {out} exists; pass another --out, --overwrite to replace it, "
                          f"or --resume to continue the run that wrote it")

@@ -147,7 +147,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flags,message", [
     (["--train", "-1"], "--train must be >= 0"),
-    (["--size", "8"], "--size must be at least 32"),
+    (["--size", "8"], "--size must lie in [32, 8192]"),
     (["--seed", "-4"], "--seed must be in"),
 ])
 def test_cli_rejects_bad_flags_with_one_line(flags, message):
@@ -165,5 +165,5 @@ def test_cli_reports_unwritable_output_without_traceback(tmp_path):
                              "--train", "1", "--val", "0", "--test", "0", "--size", "32",
                              "--quiet"], capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.startswith("generate_example_data:")
+    assert result.stderr.startswith("generate_example_data.py: ")
     assert len(result.stderr.strip().splitlines()) == 1

@@ -258,3 +258,125 @@ def test_training_continues_from_a_checkpoint_with_its_weights_and_epoch(tmp_pat
     val_loss = reloaded.validate(torch.utils.data.DataLoader(val_set, batch_size=5))
     assert f"after epoch 1 (validation loss {val_loss:.5f})" in out
     assert "epoch 2: validation loss" in out
+
+
+# ---------------------------------------------------------------- results folders are never lost
+@pytest.fixture(scope="module")
+def small_msd(quick_data, tmp_path_factory):
+    """An MS-D of depth 4 trained one epoch on 5 quick images (a start model for full-mode runs)."""
+    import train_example_msd
+    path = tmp_path_factory.mktemp("model") / "msd_d4.torch"
+    train_example_msd.main([str(a) for a in ["--data", quick_data, "--out", path, "--depth", "4", "--epochs", "1",
+                                             "--train-images", "5", "--val-images", "5", "--threads", "1", "--quiet"]])
+    return path
+
+
+def full_mode_flags(tmp_path, data, model, method="lean"):
+    return ["--data", data, "--model", model, "--depth", "4", "--method", method, "--steps", "2", "--epochs", "1",
+            "--train-images", "5", "--test-images", "5", "--threads", "1", "--quiet",
+            "--out", tmp_path / "pruned", "--results", tmp_path / "results"]
+
+
+def test_a_second_run_over_a_results_folder_is_refused_and_changes_nothing(tmp_path, quick_data, small_msd, capsys):
+    flags = full_mode_flags(tmp_path, quick_data, small_msd)
+    assert run_in_process(prune_example_msd, flags, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "results").iterdir() if p.is_file()}
+    status, out, err = run_in_process(prune_example_msd, flags, capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "already holds results" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "results").iterdir() if p.is_file()} == before
+
+
+def test_overwrite_starts_the_given_method_over_and_keeps_the_others(tmp_path, quick_data, small_msd, capsys):
+    assert run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, small_msd, "all"), capsys)[0] == 0
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    status, _, err = run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, small_msd, "indivL1")
+                                    + ["--overwrite"], capsys)
+    assert status == 0, err
+    again = read_rows(tmp_path / "results" / "results.csv")
+    others = lambda table: [r for r in table if r["method"] != "indivL1"]  # noqa: E731
+    assert others(again) == others(rows)
+    assert [r["step"] for r in again if r["method"] == "indivL1"] == ["0", "1", "2"]
+
+
+def test_resume_drops_a_torn_last_row_and_says_what_it_found(tmp_path, quick_data, small_msd, capsys):
+    flags = full_mode_flags(tmp_path, quick_data, small_msd)
+    assert run_in_process(prune_example_msd, flags, capsys)[0] == 0
+    csv_path = tmp_path / "results" / "results.csv"
+    complete = read_rows(csv_path)
+    text = csv_path.read_text()
+    last_line = text.splitlines()[-1]
+    csv_path.write_text(text[:-len(last_line) - 1] + last_line[:len(last_line) // 2])   # a torn final row
+    status, out, err = run_in_process(prune_example_msd, flags + ["--resume"], capsys)
+    assert status == 0, err
+    assert "dropped a torn last row" in out and "resuming" in out and "LEAN steps 0-1" in out
+    resumed = read_rows(csv_path)
+    assert [r["step"] for r in resumed] == [r["step"] for r in complete]
+    assert resumed[-1]["model_file"] == complete[-1]["model_file"]
+
+
+def test_two_runs_on_one_results_folder_do_not_interleave(tmp_path, quick_data, small_msd, capsys):
+    with pruning_experiment.FolderLock(tmp_path / "results"):
+        status, _, err = run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, small_msd), capsys)
+    assert status == 2 and "another run is writing to" in err
+    assert not (tmp_path / "results" / "results.csv").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, quick_data, small_msd, capsys):
+    status, _, err = run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, small_msd)
+                                    + ["--resume", "--overwrite"], capsys)
+    assert status == 2 and "give one of them" in err
+
+
+def test_run_json_records_how_the_results_were_made(tmp_path, quick_data, small_msd, capsys):
+    import json
+    assert run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, small_msd), capsys)[0] == 0
+    record = json.loads((tmp_path / "results" / "run.json").read_text())
+    assert record["command"].startswith("python examples/prune_example_msd.py --data ")
+    assert {k: record[k] for k in ("train_images", "test_images", "epochs", "steps", "ratio", "methods",
+                                   "device", "threads")} == dict(train_images=5, test_images=5, epochs=1, steps=2,
+                                                                 ratio=0.05, methods=["LEAN"], device="cpu", threads=1)
+    assert record["model"] == str(small_msd) and record["seconds"] > 0
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    assert rows[0]["model_file"] == str(small_msd)       # outside the repository: as given
+    status, _, err = run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, small_msd)
+                                    + ["--resume", "--epochs", "2"], capsys)
+    assert status == 2 and "records epochs=1" in err
+
+
+def test_a_start_model_no_better_than_the_majority_class_is_warned_about(tmp_path, quick_data, capsys):
+    untrained = msd.MSDSegmentationModel(1, 5, 4, 1, device="cpu")   # final layer zero: constant output
+    untrained.save(tmp_path / "untrained.torch", 0)
+    status, _, err = run_in_process(prune_example_msd, full_mode_flags(tmp_path, quick_data, tmp_path / "untrained.torch")
+                                    + ["--steps", "1"], capsys)
+    assert status == 0
+    assert "no better than predicting the most frequent class" in err
+
+
+def test_output_folders_that_cannot_be_written_are_refused_before_any_work(tmp_path, quick_data, small_msd, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for flag in ("--out", "--results"):
+        flags = full_mode_flags(tmp_path, quick_data, small_msd) + [flag, blocker / "sub"]
+        status, out, err = run_in_process(prune_example_msd, flags, capsys)
+        assert status == 1 and f"{flag} {blocker / 'sub'}: cannot write there" in err
+        assert "start model" not in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_interrupted_quick_data_generation_leaves_no_partial_set(tmp_path, monkeypatch):
+    calls = []
+
+    def killed(out, counts, size, seed, progress):
+        (Path(out) / "train" / "noisy").mkdir(parents=True)
+        (Path(out) / "train" / "noisy" / "00000.tiff").write_bytes(b"x")
+        calls.append(out)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(generate_example_data, "generate_example_data", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pruning_experiment.ensure_quick_data(tmp_path / "data", 64, 0, True)
+    assert not (tmp_path / "data").exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    pruning_experiment.ensure_quick_data(tmp_path / "data", 64, 0, True)
+    assert pruning_experiment.has_cs_images(tmp_path / "data")
+    assert len(list((tmp_path / "data" / "test" / "noisy").glob("*.tiff"))) == pruning_experiment.QUICK_DATA["counts"]["test"]

@@ -303,7 +303,8 @@ def test_save_load_round_trip(tmp_path):
     model.save(path, 7)
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.torch"]  # no temp left
     state = torch.load(path, weights_only=True)
-    assert set(state) == {"epoch", "state_dict", "optimizer"} and state["epoch"] == 7
+    # msd_pytorch's keys, plus the dilations (msd_pytorch reads only its own keys)
+    assert set(state) == {"epoch", "state_dict", "optimizer", "dilations"} and state["epoch"] == 7
     fresh = msd.MSDSegmentationModel(1, 3, 6, 1, dilations=[1, 2, 3], device="cpu")
     assert fresh.load(path) == 7
     assert_same_outputs(model, fresh, x)
@@ -516,3 +517,67 @@ def test_global_accuracy_counts_correct_pixels():
     assert msd.get_global_accuracy(FixedScores(prediction), loader) == pytest.approx(expected)
     assert msd.get_global_accuracy(FixedScores(prediction, True), loader) == \
         pytest.approx(expected)
+
+
+# ------------------------------------------------------------------ broken checkpoints
+def test_a_checkpoint_remembers_its_dilations(tmp_path):
+    model = msd.MSDSegmentationModel(1, 2, 4, 1, dilations=[1, 2, 3], device="cpu")
+    model.save(tmp_path / "m.torch", 1)
+    other = msd.MSDSegmentationModel(1, 2, 4, 1, dilations=[1, 2], device="cpu")
+    with pytest.raises(ValueError, match=r"trained with dilations \[1, 2, 3\], this model has \[1, 2\]"):
+        other.load(tmp_path / "m.torch")
+
+
+def malformed_checkpoints(tmp_path):
+    good = msd.MSDSegmentationModel(1, 2, 3, 1, device="cpu")
+    good.save(tmp_path / "good.torch", 1)
+    state = torch.load(tmp_path / "good.torch", weights_only=True)
+    nan_state = dict(state, state_dict=dict(state["state_dict"]))
+    nan_state["state_dict"]["1.0.msd_block.weight1"] = torch.full((1, 2, 3, 3), float("nan"))
+    cases = {"empty": b"", "text": b"hello", "list state_dict": dict(state, state_dict=[1, 2]),
+             "epoch None": dict(state, epoch=None), "optimizer string": dict(state, optimizer="adam"),
+             "NaN weights": nan_state, "not a dict": [1, 2, 3]}
+    paths = {}
+    for name, content in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.torch"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        paths[name] = path
+    return paths
+
+
+def test_malformed_checkpoints_are_one_error_naming_the_file(tmp_path):
+    for name, path in malformed_checkpoints(tmp_path).items():
+        model = msd.MSDSegmentationModel(1, 2, 3, 1, device="cpu")
+        with pytest.raises(ValueError) as error:
+            model.load(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message, (name, message)
+
+
+def test_an_unsafe_pickle_is_refused_with_our_message(tmp_path):
+    path = tmp_path / "unsafe.torch"
+    torch.save({"epoch": 1, "state_dict": {}, "optimizer": None, "payload": Path("x")}, path)
+    with pytest.raises(ValueError, match="never unpickled") as error:
+        msd.read_checkpoint(path, "cpu")
+    assert "weights_only" not in str(error.value)
+
+
+def test_a_save_that_cannot_be_written_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match=f"cannot write {blocker / 'm.torch'}"):
+        msd.save_checkpoint({"epoch": 1}, blocker / "m.torch")
+
+    def full_disk(state, path):   # what torch raises when the disk fills mid-write
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 1280 vs 1216")
+    target = tmp_path / "m.torch"
+    target.write_bytes(b"the earlier model")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=f"cannot write {target}: .*unexpected pos"):
+        msd.save_checkpoint({"epoch": 1}, target)
+    assert target.read_bytes() == b"the earlier model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "m.torch"]
