@@ -154,7 +154,10 @@ def build_edge_graph(n_nodes, src, dst, weight, skip=None):
     """Validate an edge list ``src[k] -> dst[k]`` and build the ``EdgeGraph`` used by the engines.
 
     Edges of weight 0 are not edges (as in the matrix form). Weights must be finite; ``skip``
-    flags unprunable edges. Raises ValueError for bad shapes, indices, duplicates or cycles.
+    flags unprunable edges. Parallel edges (the same two nodes, e.g. a convolution and the skip
+    of ``y = y + conv(y)``) are separate candidates: a chain takes the larger (on a tie, the
+    one given first), and a convolution is kept only when a chain goes through it; skip edges
+    never count. Raises ValueError for bad shapes, indices or cycles.
     """
     n_nodes = int(n_nodes)
     src, dst, weight = (np.asarray(a).ravel() for a in (src, dst, weight))
@@ -167,28 +170,28 @@ def build_edge_graph(n_nodes, src, dst, weight, skip=None):
         present_src, present_dst = src[present], dst[present]
     # data = input position + 1, so that no stored entry is an explicit zero
     out_edges = sp.csr_matrix((present + 1, (present_src, present_dst)), shape=(n_nodes, n_nodes))
-    if out_edges.nnz != present.size:
-        _raise_duplicate(present_src, present_dst)
+    parallel = out_edges.nnz != present.size          # the constructor summed parallel edges
     level = _topological_levels(out_edges)
     column_node = np.argsort(level, kind="stable")
     node_column = np.empty(n_nodes, dtype=np.int64)
     node_column[column_node] = np.arange(n_nodes)
-    out_edges.indices = node_column[out_edges.indices].astype(out_edges.indices.dtype)
-    in_edges = out_edges.tocsc()  # per column, sources come out in ascending order
-    input_index = in_edges.data - 1
     level_ptr = np.zeros(level.max() + 2 if n_nodes else 1, dtype=np.int64)
     np.cumsum(np.bincount(level), out=level_ptr[1:])
-    return EdgeGraph(n_nodes=n_nodes, indptr=in_edges.indptr.astype(np.int64),
-                     src=in_edges.indices.astype(np.int64), weight=weight[input_index].astype(np.float64),
+    if parallel:
+        # per column (topological), sources ascending, parallel edges in input order
+        columns = node_column[present_dst]
+        order = np.lexsort((present, present_src, columns))
+        indptr = np.zeros(n_nodes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(columns, minlength=n_nodes), out=indptr[1:])
+        input_index, sources = present[order], present_src[order].astype(np.int64)
+    else:
+        out_edges.indices = node_column[out_edges.indices].astype(out_edges.indices.dtype)
+        in_edges = out_edges.tocsc()  # per column, sources come out in ascending order
+        input_index = in_edges.data - 1
+        indptr, sources = in_edges.indptr.astype(np.int64), in_edges.indices.astype(np.int64)
+    return EdgeGraph(n_nodes=n_nodes, indptr=indptr, src=sources, weight=weight[input_index].astype(np.float64),
                      skip=skip[input_index], input_index=input_index,
                      column_node=column_node, node_column=node_column, level_ptr=level_ptr)
-
-
-def _raise_duplicate(src, dst):
-    order = np.lexsort((dst, src))
-    same = (src[order][1:] == src[order][:-1]) & (dst[order][1:] == dst[order][:-1])
-    k = order[int(np.flatnonzero(same)[0])]
-    raise ValueError(f"duplicate edge {int(src[k])} -> {int(dst[k])} (each edge may appear once)")
 
 
 def _check_square(matrix, name):
