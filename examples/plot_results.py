@@ -97,7 +97,15 @@ def plot_accuracy(results, paths, title=DEFAULT_TITLE):
     axes.legend()
     figure.tight_layout()
     for path in paths:
-        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=150))
+        write_atomically(path, lambda temporary: save_reproducibly(figure, temporary))
+
+
+def save_reproducibly(figure, path):
+    """Save ``figure`` so that the same data give the same bytes (no date, fixed SVG ids)."""
+    import matplotlib
+    svg = str(path).endswith(".svg")
+    with matplotlib.rc_context({"svg.hashsalt": "pruning-toolkit"}):
+        figure.savefig(path, dpi=150, format="svg" if svg else "png", metadata={"Date": None} if svg else None)
 
 
 def recorded_title(csv_path):

@@ -380,3 +380,15 @@ def test_an_interrupted_quick_data_generation_leaves_no_partial_set(tmp_path, mo
     pruning_experiment.ensure_quick_data(tmp_path / "data", 64, 0, True)
     assert pruning_experiment.has_cs_images(tmp_path / "data")
     assert len(list((tmp_path / "data" / "test" / "noisy").glob("*.tiff"))) == pruning_experiment.QUICK_DATA["counts"]["test"]
+
+
+def test_redrawing_a_results_plot_gives_the_same_bytes_and_the_recorded_title(tmp_path):
+    import json
+    import shutil
+    shutil.copy(ROOT / "examples" / "results" / "results.csv", tmp_path / "results.csv")
+    (tmp_path / "run.json").write_text(json.dumps({"title": "start X\nsettings Y"}))
+    assert plot_results.main([str(tmp_path / "results.csv")]) == 0
+    first = {name: (tmp_path / name).read_bytes() for name in ("accuracy_vs_kept.svg", "accuracy_vs_kept.png")}
+    assert plot_results.main([str(tmp_path / "results.csv")]) == 0
+    assert first == {name: (tmp_path / name).read_bytes() for name in first}
+    assert b"settings Y" in first["accuracy_vs_kept.svg"]
