@@ -554,10 +554,12 @@ class MSDSegmentationModel:
         return loss
 
     def train(self, dataloader, num_epochs):
-        """Train for ``num_epochs`` passes over ``dataloader``."""
-        for _ in range(num_epochs):
-            for input, target in dataloader:
-                self.learn(input, target)
+        """Train for ``num_epochs`` passes over ``dataloader`` (a progress bar on a terminal)."""
+        from tqdm import tqdm
+        for epoch in range(1, num_epochs + 1):
+            batches = tqdm(dataloader, desc=f"epoch {epoch}/{num_epochs}", leave=False, disable=None)
+            for input, target in batches:
+                batches.set_postfix(loss=f"{self.learn(input, target):.4f}", refresh=False)
 
     def validate(self, dataloader):
         """Mean loss per batch over ``dataloader``."""

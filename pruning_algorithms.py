@@ -194,8 +194,15 @@ def prune_step(graph, tot_perc, select, Redun=True, verbose=False, label="prunin
               f"now {fraction_pruned(graph):.4f} of the convolutions pruned")
 
 
-def _lean(graph, fourier_size):
-    return lambda fraction: lean_selection(graph, fraction, layer_norms(graph, "sv", fourier_size))
+def _lean(graph, fourier_size, verbose=False):
+    def select(fraction):
+        norms = layer_norms(graph, "sv", fourier_size)
+        if verbose:   # LEAN's chains need products >= 1: how many convolutions can start one
+            at_least_one = sum(int((values >= 1).sum()) for values in norms)
+            print(f"LEAN: {at_least_one} of {sum(int((values > 0).sum()) for values in norms)} remaining "
+                  f"convolutions have a spectral norm >= 1")
+        return lean_selection(graph, fraction, norms)
+    return select
 
 
 def _individual(graph, norm, fourier_size, inclusive=False):
@@ -213,7 +220,7 @@ def LEAN_SV(model, tot_perc, example_input, Redun=True, verbose=False, *, exclud
     named there) are not pruned. ``fourier_size``: n of the spectral norms (7 reproduces the
     reference's ResNet50 choice)."""
     graph = graph_tracing.trace_channel_graph(model, example_input, exclude)
-    prune_step(graph, tot_perc, _lean(graph, fourier_size), Redun, verbose, "LEAN_SV")
+    prune_step(graph, tot_perc, _lean(graph, fourier_size, verbose), Redun, verbose, "LEAN_SV")
     return model
 
 
@@ -242,19 +249,19 @@ def IndivL1_Global(model, tot_perc, example_input, Redun=True, verbose=False, *,
 def _msd_step(model, tot_perc, Redun, verbose, label, selector, include_final_layer):
     """One step of an MS-D method: ``selector(graph)`` chooses what to prune."""
     graph = norm_graph.msd_channel_graph(model, include_final_layer=include_final_layer)
-    prune_step(graph, tot_perc, selector(graph), Redun, verbose, label)
+    prune_step(graph, tot_perc, selector(graph, verbose), Redun, verbose, label)
     return model
 
 
-def _msd_lean(graph):
-    return _lean(graph, MSD_FOURIER_SIZE)
+def _msd_lean(graph, verbose):
+    return _lean(graph, MSD_FOURIER_SIZE, verbose)
 
 
-def _msd_sv(graph):
+def _msd_sv(graph, verbose):
     return _individual(graph, "sv", MSD_FOURIER_SIZE)
 
 
-def _msd_l1(graph):
+def _msd_l1(graph, verbose):
     return _individual(graph, "l1", MSD_FOURIER_SIZE)
 
 
@@ -308,7 +315,7 @@ def Prune_Redundant_Convolutions_MSD3x3(model):
 def LEAN_SV_ResNet50(model, tot_perc, Redun=True, verbose=False):
     """LEAN on FCN-ResNet50: BatchNorm-scaled spectral norms (n = 7), unprunable identity skips."""
     graph = norm_graph.resnet50_channel_graph(model)
-    prune_step(graph, tot_perc, _lean(graph, RESNET_FOURIER_SIZE), Redun, verbose, "LEAN_SV_ResNet50")
+    prune_step(graph, tot_perc, _lean(graph, RESNET_FOURIER_SIZE, verbose), Redun, verbose, "LEAN_SV_ResNet50")
     return model
 
 

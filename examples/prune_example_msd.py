@@ -54,7 +54,7 @@ class MSDPruning(experiment.PruningSetup):
         return model
 
     def prune(self, method, model, kept):
-        PRUNE_METHODS[method](model, kept)
+        PRUNE_METHODS[method](model, kept, verbose=not self.args.quiet)
 
     def kept_fraction(self, model):
         return 1 - pruning_utils.fraction_pruned_convs_MSD3x3(model)[2]

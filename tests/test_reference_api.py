@@ -94,6 +94,7 @@ import pruning_algorithms as lean
 import pruning_utils as utils
 from train_example_msd import get_global_accuracy
 
+torch.manual_seed(0)
 c_in, num_labels, depth, width, dilations = 1, 5, 6, 1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 train_ds = mp.ImageDataset("{data}/train/noisy/*.tiff", "{data}/train/label/*.tiff", labels=[0, 1, 2, 3, 4])
 test_ds = mp.ImageDataset("{data}/test/noisy/*.tiff", "{data}/test/label/*.tiff", labels=[0, 1, 2, 3, 4])
@@ -112,7 +113,7 @@ for step in range(1, nsteps + 1):
     pruned, total, fraction = utils.fraction_pruned_convs_MSD3x3(model)
     accuracy = get_global_accuracy(model, test_dl)
     model.save("{out}/msd_network_LEAN_d=%d_ratio=%.4f_acc=%.4f.torch" % (depth, 1 - fraction, accuracy), step)
-    print("step", step, pruned, total, round(1 - fraction, 4), round(accuracy, 4))
+    print("step", step, pruned, total, "%.4f" % (1 - fraction), "%.4f" % accuracy)
 """
 
 
@@ -129,4 +130,16 @@ def test_a_reference_style_script_runs_with_only_the_import_changed(tmp_path):
     assert [int(s[1]) for s in steps] == [1, 2, 3]
     kept = [float(s[4]) for s in steps]
     assert kept == sorted(kept, reverse=True) and kept[-1] == pytest.approx(0.2, abs=1 / 21 + 1e-3)  # 21 convolutions
-    assert len(list(tmp_path.glob("msd_network_LEAN_d=6_ratio=*_acc=*.torch"))) == 3
+    for _, _, _, _, kept_text, accuracy_text in steps:   # each step saved under the reference's name
+        assert (tmp_path / f"msd_network_LEAN_d=6_ratio={float(kept_text):.4f}_acc={float(accuracy_text):.4f}.torch").is_file()
+
+
+def test_verbose_lean_says_how_many_convolutions_can_start_a_chain(capsys):
+    model = random_msd(5, depth=6)
+    norms = [pruning_utils.compute_FourierSVD_norms(getattr(model.msd.msd_block, f"weight{k}"), 64, "max")
+             for k in range(6)]
+    lean.LEAN_SV_MSD_3x3(model, 0.5, verbose=True)
+    out = capsys.readouterr().out
+    expected = sum(int((n >= 1).sum()) for n in norms)
+    assert f"LEAN: {expected} of {sum(n.numel() for n in norms)} remaining convolutions have a spectral norm >= 1" in out
+    assert "LEAN_SV_MSD_3x3: pruned" in out
