@@ -10,7 +10,10 @@ Only argument handling, validation and dispatch live here; heavy modules load af
 """
 import argparse
 import math
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from pruning_toolkit import toy_log
@@ -26,6 +29,11 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _max_samples_per_class():
+    import toy_datasets
+    return min(toy_datasets.TRAINING_SET_SIZE[d] // toy_datasets.NUM_CLASSES[d] for d in toy_datasets.DATASETS)
+
+
 def build_parser():
     parser = _OneLineErrorParser(prog="main.py", description="Neural Network Pruning Toy experiment")
     parser.add_argument("--dataset", "-d", default="mult",
@@ -35,18 +43,22 @@ def build_parser():
                         help="The criterion to use for pruning. Choices: " + ", ".join(toy_log.CRITERIA) +
                              "; a comma list or 'all' runs a grid.")
     parser.add_argument("--numsamples", "-n", default=5,
-                        help="Number of training samples (per class) to use for computing the pruning criterion; "
-                             "a list and ranges (1,2,5 or 10-20) or 'all' (1,2,5,10,20,50,100,200) run a grid.")
+                        help="Number of training samples (per class) to use for computing the pruning criterion, "
+                             f"at most what the training sets hold per class ({_max_samples_per_class()}); a list "
+                             "and ranges (1,2,5 or 10-20) or 'all' (1,2,5,10,20,50,100,200) run a grid.")
     parser.add_argument("--seed", "-s", default=1,
-                        help="Random seed used for (random) sample selection for pruning criterion computation; "
-                             "a list and ranges (0-49 or 0-9,20) or 'all' (0-49) run a grid.")
+                        help="Random seed used for (random) sample selection for pruning criterion computation, "
+                             "0 to 4294967295; a list and ranges (0-49 or 0-9,20) or 'all' (0-49) run a grid "
+                             "(of at most 1000000 runs).")
     parser.add_argument("--rendermode", "-r", default="none", choices=RENDER_MODES,
                         help="Is result visualization desired? Choices: none, svg, show")
     parser.add_argument("--colormap", "-cm", default="Dark2",
                         help="The colormap to use for rendering the output figures. "
                              "Must be a valid one from matplotlib.")
     parser.add_argument("--logfile", "-l", default="./log.txt",
-                        help="Output log file location. Results will be appended. A missing folder is created.")
+                        help="Output log file location (a regular file). Results will be appended. A missing folder "
+                             "is created. A file that is not a log of this toolkit is refused, and so is a log "
+                             "holding results of another --noisytest sigma (recorded in LOG.noise.json).")
     parser.add_argument("--generate", "-g", action="store_true",
                         help="Generate shell scripts with the parameterized calls of the whole experiment, then "
                              "terminate. Overrides --analyze.")
@@ -109,30 +121,45 @@ def generate(args):
 
 def analyze(args):
     import toy_analysis
-    records = toy_log.read_log(args.logfile)
+    records, duplicates = toy_log.unique_records(toy_log.read_log(args.logfile))
+    sigma = toy_log.read_noise(args.logfile)
     if toy_log.torn_tail(args.logfile):
         print(f"main.py: note: {args.logfile} ends with an unfinished line (a writer was killed or is still "
               "writing); it is left out", file=sys.stderr)
+    if duplicates:
+        print(f"main.py: note: {args.logfile} holds {duplicates} duplicate line{'s' if duplicates > 1 else ''} "
+              "(a run logged again); only the first line of each evaluation is used", file=sys.stderr)
     out_dir = Path(args.logfile).parent
     if args.ranklog:
         for path in toy_analysis.write_rank_tables(records, out_dir, progress=not args.quiet and sys.stderr.isatty()):
             print(f"wrote {path}")
         return
-    written, means = toy_analysis.write_accuracy_plots(records, out_dir, show=args.rendermode == "show")
+    written, means = toy_analysis.write_accuracy_plots(records, out_dir, show=args.rendermode == "show",
+                                                       noisy_sigma=sigma)
     print(means)
     for path in written:
         print(f"wrote {path}")
 
 
-def _writable_log(path):
+def _log_sigma(args):
+    """The test noise the log records for this command's runs (None for rank logs)."""
+    from pruning_toolkit import toy_grid
+    return toy_grid.log_sigma(args.noisytest, args.ranklog)
+
+
+def _usable_log(args):
+    """Before any work: the log is a regular file we may append to, a log of this toolkit (or empty),
+    holding results of this command's test noise."""
     try:
-        toy_log.check_writable(path)
+        toy_log.check_log(args.logfile, _log_sigma(args))
     except OSError as error:
-        raise OSError(f"cannot write log file {path}: {error.strerror or error}") from None
+        if error.strerror:
+            raise OSError(f"cannot write log file {args.logfile}: {error.strerror}") from None
+        raise
 
 
 def run_once(args):
-    _writable_log(args.logfile)
+    _usable_log(args)
     from pruning_toolkit import toy_grid
     import toy_pruning
     (single,) = args.runs
@@ -141,7 +168,7 @@ def run_once(args):
         prepared = toy_pruning.prepare(single.dataset, device)
         result = toy_pruning.run(prepared, single.criterion, single.samples_per_class, single.seed,
                                  noisy_sigma=args.noisytest, rank_log=args.ranklog)
-    toy_log.append_lines(args.logfile, result.lines)
+    toy_log.append_lines(args.logfile, result.lines, _log_sigma(args))
     if args.ranklog:
         print(f"{result.lines[0].split(' ')[0]} [{len(result.order)} neuron indices] -> {args.logfile}")
         return
@@ -156,7 +183,7 @@ def run_once(args):
 
 
 def run_grid(args):
-    _writable_log(args.logfile)
+    _usable_log(args)
     from pruning_toolkit import toy_grid
     import toy_pruning
     device = toy_pruning.resolve_device(args.device)
@@ -170,7 +197,7 @@ def run_grid(args):
 
 def figure(args):
     """The qualitative figure of the runs given (one sample count and seed), next to the log."""
-    _writable_log(args.logfile)
+    _usable_log(args)
     import toy_analysis
     from pruning_toolkit import toy_grid
     import toy_pruning
@@ -180,6 +207,29 @@ def figure(args):
         print(f"wrote {path}")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: workers stopped, the log left whole, one line on stderr."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Inside, SIGTERM raises :class:`_Terminated` in the main thread (once; a second one is ignored
+    while the first is handled); the previous handler is restored after."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     problem = validate(args)
@@ -187,21 +237,25 @@ def main(argv=None):
         print(f"main.py: error: {problem}", file=sys.stderr)
         return 2
     try:
-        if args.generate:
-            generate(args)
-        elif args.analyze:
-            analyze(args)
-        elif args.figure:
-            figure(args)
-        elif args.grid:
-            run_grid(args)
-        else:
-            run_once(args)
+        with _sigterm_as_interrupt():
+            if args.generate:
+                generate(args)
+            elif args.analyze:
+                analyze(args)
+            elif args.figure:
+                figure(args)
+            elif args.grid:
+                run_grid(args)
+            else:
+                run_once(args)
     except (OSError, ValueError) as error:
         print(f"main.py: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         resume = " (the log holds every finished run: the same command continues the grid)" if args.grid else ""
+        if isinstance(error, _Terminated):
+            print(f"main.py: terminated by SIGTERM{resume}", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"main.py: interrupted{resume}", file=sys.stderr)
         return 130
     return 0

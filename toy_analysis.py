@@ -19,9 +19,33 @@ GRID_STEPS = 200
 GRID_MARGIN = 0.1
 
 
+SVG_HASH_SALT = "pruning-toolkit-toy-analysis"
+
+
 def _pyplot():
     import matplotlib.pyplot as plt  # imported on use: slow, and only needed for figures
     return plt
+
+
+def save_figure(figure, path, **options):
+    """Save ``figure`` to ``path`` (format from its suffix) atomically and reproducibly.
+
+    The figure goes to a temporary file in the same folder, renamed over ``path`` once complete,
+    so a failed save (a full disk) leaves the previous file. SVGs get no date and ids from a
+    fixed salt, so an unchanged figure is saved byte for byte the same. Returns ``path``.
+    """
+    import matplotlib
+    path = Path(path)
+    kind = path.suffix.lstrip(".").lower()
+    metadata = {"Date": None} if kind == "svg" else None
+    with matplotlib.rc_context({"svg.hashsalt": SVG_HASH_SALT}):
+        return toy_log.write_atomically(
+            path, lambda temporary: figure.savefig(temporary, format=kind, metadata=metadata, **options))
+
+
+def _noise_title(figure, noisy_sigma):
+    if noisy_sigma > 0:
+        figure.suptitle(f"test noise sigma = {noisy_sigma:g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +114,11 @@ def means_table(dataset, scenario, curves):
     return table.get_string()
 
 
-def write_accuracy_plots(records, out_dir, show=False):
+def write_accuracy_plots(records, out_dir, show=False, noisy_sigma=0.0):
     """Write ``DATASET-SCENARIO.svg`` per panel and ``combined.svg``/``.png`` into ``out_dir``.
 
-    Returns ``(paths written, text of the means the plots show)``.
+    ``noisy_sigma`` > 0 (the log's test noise) is named in every figure's title and above the
+    means. Returns ``(paths written, text of the means the plots show)``.
     """
     statistics = accuracy_statistics(records)
     if not statistics:
@@ -107,20 +132,21 @@ def write_accuracy_plots(records, out_dir, show=False):
     for dataset, scenario in panels:
         figure, axes = plt.subplots(figsize=(4, 4), constrained_layout=True)
         draw_accuracy_panel(axes, dataset, scenario, statistics[(dataset, scenario)])
-        path = out_dir / f"{dataset}-{scenario}.svg"
-        figure.savefig(path)
-        written.append(path)
+        _noise_title(figure, noisy_sigma)
+        written.append(save_figure(figure, out_dir / f"{dataset}-{scenario}.svg"))
         summaries.append(means_table(dataset, scenario, statistics[(dataset, scenario)]))
         if not show:
             plt.close(figure)
-    written += _write_combined_figure(plt, statistics, panels, out_dir)
+    written += _write_combined_figure(plt, statistics, panels, out_dir, noisy_sigma)
     if show:
         plt.show()
     plt.close("all")
+    if noisy_sigma > 0:
+        summaries.insert(0, f"test noise sigma = {noisy_sigma:g}")
     return written, "\n\n".join(summaries)
 
 
-def _write_combined_figure(plt, statistics, panels, out_dir):
+def _write_combined_figure(plt, statistics, panels, out_dir, noisy_sigma=0.0):
     """The paper's performance figure: rows train/test, columns datasets."""
     datasets = list(dict.fromkeys(d for d, _ in panels))
     scenarios = [s for s in toy_log.SCENARIOS if any(p[1] == s for p in panels)]
@@ -132,10 +158,8 @@ def _write_combined_figure(plt, statistics, panels, out_dir):
                 draw_accuracy_panel(grid[row][column], dataset, scenario, statistics[(dataset, scenario)])
             else:
                 grid[row][column].set_axis_off()
-    paths = [out_dir / "combined.svg", out_dir / "combined.png"]
-    for path in paths:
-        figure.savefig(path, dpi=150)
-    return paths
+    _noise_title(figure, noisy_sigma)
+    return [save_figure(figure, out_dir / name, dpi=150) for name in ("combined.svg", "combined.png")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,9 +363,9 @@ def write_rank_tables(records, out_dir, progress=False):
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset in datasets:
-        path = out_dir / f"rank_and_set-{dataset}.txt"
-        path.write_text(rank_tables(records, dataset, progress), encoding="utf-8")
-        written.append(path)
+        text = rank_tables(records, dataset, progress)
+        written.append(toy_log.write_atomically(out_dir / f"rank_and_set-{dataset}.txt",
+                                                lambda temporary: temporary.write_text(text, encoding="utf-8")))
     return written
 
 
@@ -414,10 +438,7 @@ def render_evaluations(evaluations, train_X, criterion, colormap, out_dir=None, 
         axes.set_title(f"{evaluation.stage}-pruning, {evaluation.scenario} data, {criterion}: "
                        f"accuracy {evaluation.accuracy:.2f} %")
         if out_dir is not None:
-            path = Path(out_dir) / f"{evaluation.key}.svg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            figure.savefig(path)
-            written.append(path)
+            written.append(save_figure(figure, Path(out_dir) / f"{evaluation.key}.svg"))
         if not show:
             plt.close(figure)
     if show:
@@ -472,8 +493,6 @@ def write_qualitative_figure(rows, colormap, out_dir, name="qualitative"):
         grid[row][0].set_ylabel(dataset)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.svg", out_dir / f"{name}.png"]
-    for path in paths:
-        figure.savefig(path, dpi=150)
+    paths = [save_figure(figure, out_dir / f"{name}{suffix}", dpi=150) for suffix in (".svg", ".png")]
     plt.close(figure)
     return paths

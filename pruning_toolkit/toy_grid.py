@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 import toy_datasets
@@ -19,7 +19,8 @@ from pruning_toolkit import toy_log
 from pruning_toolkit import toy_sweep
 
 ALL = "all"
-SEED_LIMIT = 2 ** 32
+SEED_LIMIT = 2 ** 32  # numpy and sklearn take 32-bit seeds
+MAX_GRID_RUNS = 1_000_000
 _NUMBER = re.compile(r"\d+")
 _RANGE = re.compile(r"(\d+)-(\d+)")
 
@@ -57,12 +58,18 @@ def parse_names(text, choices, flag):
     return _unique(names)
 
 
-def parse_integers(text, flag, minimum, limit, all_values):
+def parse_integers(text, flag, minimum, limit, all_values, why="", max_count=None):
     """``1,2,5``, ``0-49``, ``0-9,20`` or ``all`` (``all_values``) -> a tuple of integers in
-    ``[minimum, limit)``, in the order given, without repeats."""
+    ``[minimum, limit)``, in the order given, without repeats.
+
+    Every bound is checked before a range is expanded: ``why`` (e.g. " (seeds are 32-bit)") says
+    where ``limit`` comes from, and more than ``max_count`` values (default
+    :data:`MAX_GRID_RUNS`) are refused.
+    """
+    max_count = MAX_GRID_RUNS if max_count is None else max_count
     if str(text).strip() == ALL:
         return tuple(all_values)
-    values = []
+    values = {}
     for item in _items(text, flag):
         bounds = _RANGE.fullmatch(item)
         if bounds:
@@ -76,9 +83,24 @@ def parse_integers(text, flag, minimum, limit, all_values):
         if first < minimum:
             raise ValueError(f"{flag} must be at least {minimum}, got {first}")
         if last >= limit:
-            raise ValueError(f"{flag} must be below {limit}, got {last}")
-        values.extend(range(first, last + 1))
-    return _unique(values)
+            raise ValueError(f"{flag} must be below {limit}{why}, got {last}")
+        if last - first + 1 > max_count:  # before expanding: 0-4294967295 would be 4 billion integers
+            raise ValueError(f"{flag}: {item!r} holds more than {max_count} values, more than a grid may run "
+                             f"(at most {max_count} runs)")
+        values.update(dict.fromkeys(range(first, last + 1)))
+        if len(values) > max_count:
+            raise ValueError(f"{flag}: {text!r} holds more than {max_count} values, more than a grid may run "
+                             f"(at most {max_count} runs)")
+    return tuple(values)
+
+
+def samples_per_class_limit(datasets):
+    """``(limit, why)``: samples per class must be below ``limit``, what the training sets of
+    ``datasets`` hold per class (reference samples are drawn from the same distribution)."""
+    per_class = {d: toy_datasets.TRAINING_SET_SIZE[d] // toy_datasets.NUM_CLASSES[d] for d in datasets}
+    smallest = min(per_class, key=per_class.get)
+    return per_class[smallest] + 1, (f" (at most {per_class[smallest]}: the {smallest} training set holds "
+                                     f"{per_class[smallest]} samples per class)")
 
 
 @dataclass(frozen=True)
@@ -101,11 +123,19 @@ def grid_runs(datasets, criteria, samples_per_class, seeds):
 
 
 def parse_grid(dataset, criterion, numsamples, seed):
-    """The runs that the four flags' texts select (each a single value, a list, a range or ``all``)."""
-    return grid_runs(parse_names(dataset, toy_datasets.DATASETS, "--dataset"),
-                     parse_names(criterion, toy_log.CRITERIA, "--criterion"),
-                     parse_integers(numsamples, "--numsamples", 1, SEED_LIMIT, toy_sweep.SAMPLES_PER_CLASS),
-                     parse_integers(seed, "--seed", 0, SEED_LIMIT, toy_sweep.SEEDS))
+    """The runs that the four flags' texts select (each a single value, a list, a range or ``all``);
+    ValueError naming the flag when a value is out of bounds or the grid exceeds
+    :data:`MAX_GRID_RUNS` runs, all checked before anything is expanded."""
+    datasets = parse_names(dataset, toy_datasets.DATASETS, "--dataset")
+    criteria = parse_names(criterion, toy_log.CRITERIA, "--criterion")
+    limit, why = samples_per_class_limit(datasets)
+    samples = parse_integers(numsamples, "--numsamples", 1, limit, toy_sweep.SAMPLES_PER_CLASS, why)
+    seeds = parse_integers(seed, "--seed", 0, SEED_LIMIT, toy_sweep.SEEDS, f" (seeds are 0 to {SEED_LIMIT - 1})")
+    count = len(datasets) * len(criteria) * len(samples) * len(seeds)
+    if count > MAX_GRID_RUNS:
+        raise ValueError(f"-d/-c/-n/-s select {count} runs ({len(datasets)} x {len(criteria)} x {len(samples)} x "
+                         f"{len(seeds)}); a grid runs at most {MAX_GRID_RUNS}")
+    return grid_runs(datasets, criteria, samples, seeds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +179,10 @@ _WORKER = {}
 def _start_worker(prepared, options, ignore_interrupt):
     """Give this process what every run needs (the prepared datasets and the run options)."""
     import torch
-    if ignore_interrupt:  # Ctrl-C reaches the whole process group; the parent alone handles it
+    if ignore_interrupt:  # a pool worker: Ctrl-C reaches the whole process group; the parent alone handles it
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "SIGTERM"):  # not the parent's handler: SIGTERM (Pool.terminate) ends a worker quietly
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
     _WORKER.update(prepared=prepared, options=options)
 
@@ -166,6 +198,11 @@ def _pool_context():
     """fork where the platform has it (workers inherit the prepared models), else spawn."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def log_sigma(noisy_sigma, rank_log=False):
+    """The test noise a log records for runs with these options (None for rank logs: no test data)."""
+    return None if rank_log else float(noisy_sigma)
 
 
 def pending_runs(runs, log, rank_log=False):
@@ -191,7 +228,7 @@ def run_grid(runs, log_path, device="cpu", jobs=1, noisy_sigma=0.0, rank_log=Fal
 
     start = time.perf_counter()
     device = torch.device(device)
-    with toy_log.AppendLog(log_path) as log, one_torch_thread(device):
+    with toy_log.AppendLog(log_path, log_sigma(noisy_sigma, rank_log)) as log, one_torch_thread(device):
         todo = pending_runs(runs, log, rank_log)
         if not todo:
             return GridSummary(len(runs), len(runs), 0, time.perf_counter() - start)
@@ -204,10 +241,11 @@ def run_grid(runs, log_path, device="cpu", jobs=1, noisy_sigma=0.0, rank_log=Fal
                        count=toy_pruning.PRUNED_NEURONS if count is None else count)
         done = 0
         with tqdm(total=len(todo), unit="run", disable=not progress, smoothing=0.05) as bar:
-            for _, lines in _results(todo, prepared, options, jobs):
-                log.append_missing(lines)
-                done += 1
-                bar.update()
+            with closing(_results(todo, prepared, options, jobs)) as results:  # workers stop on any exit
+                for _, lines in results:
+                    log.append_missing(lines)
+                    done += 1
+                    bar.update()
     return GridSummary(len(runs), len(runs) - len(todo), done, time.perf_counter() - start)
 
 
@@ -239,7 +277,7 @@ def figure_runs(runs, log_path, device="cpu", noisy_sigma=0.0, prepared=None, co
     prepared = dict(prepared or {})
     count = toy_pruning.PRUNED_NEURONS if count is None else count
     rows = {}
-    with toy_log.AppendLog(log_path) as log:
+    with toy_log.AppendLog(log_path, log_sigma(noisy_sigma)) as log:
         for run in runs:
             with one_torch_thread(device):
                 if run.dataset not in prepared:

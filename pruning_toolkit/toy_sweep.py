@@ -25,7 +25,8 @@ def write_scripts(root=".", ranklog=False, noisy_sigma=0.0):
     """Write one shell script per (dataset, criterion) with one ``python main.py`` line per run.
 
     Each script holds a line per samples-per-class value and seed of the paper's grid and
-    creates its output folder. Returns the paths written.
+    creates its output folder. Each is written to a temporary file and renamed, so a failed write
+    (a full disk) leaves the previous script, never a truncated one. Returns the paths written.
     """
     folder, log = folder_and_log(ranklog, noisy_sigma)
     folder = Path(root) / folder
@@ -38,7 +39,7 @@ def write_scripts(root=".", ranklog=False, noisy_sigma=0.0):
             lines += [f"python main.py -d {dataset} -c {criterion} -n {n} -s {seed} -l {log}{extra}"
                       for n in SAMPLES_PER_CLASS for seed in SEEDS]
             path = folder / f"{dataset}-{criterion}.sh"
-            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            path.chmod(0o755)
+            text = "\n".join(lines) + "\n"
+            toy_log.write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), mode=0o755)
             written.append(path)
     return written

@@ -185,9 +185,9 @@ def test_grid_killed_with_sigkill_continues_without_duplicates(tmp_path, prepare
 # ---------------------------------------------------------------------------------------------
 
 def block_of(writer, run):
-    """Four lines of one run, the rank-log-sized value making each line span several pages."""
+    """Four lines of one run, the rank-log-sized value (a valid accuracy) making each line span several pages."""
     key = toy_log.run_key("moon", "lrp", 2, run)
-    value = "9" * 5000 + f".{writer}"
+    value = f"{90 + writer}." + "0" * 5000 + f"{writer + 1}"
     return [f"{key}-scenario:{scenario}-stage:{stage} {value}" for stage in toy_log.STAGES
             for scenario in toy_log.SCENARIOS]
 
@@ -252,8 +252,12 @@ def test_append_missing_rejects_a_malformed_line_with_its_number(tmp_path):
     log = tmp_path / "log.txt"
     good = "dataset:moon-criterion:lrp-n:2-s:0-scenario:train-stage:pre 99.5"
     log.write_text(f"{good}\n\nnot a log line\n", encoding="utf-8")
-    with toy_log.AppendLog(log) as appender, pytest.raises(ValueError, match=r"log\.txt, line 3: malformed"):
+    with toy_log.AppendLog(log) as appender, pytest.raises(ValueError, match=r"log\.txt.*line 3: malformed"):
         appender.append_missing([good])
+    log.write_text(f"{good}\nnot a log line\n{good}\n", encoding="utf-8")  # a bad line inside a log
+    with toy_log.AppendLog(log) as appender, pytest.raises(ValueError, match=r"log\.txt, line 2: malformed"):
+        appender.append_missing([good.replace("s:0", "s:1")])
+    assert log.read_text(encoding="utf-8") == f"{good}\nnot a log line\n{good}\n"
 
 
 # ---------------------------------------------------------------------------------------------

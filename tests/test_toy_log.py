@@ -78,9 +78,11 @@ def test_read_log_rejects_missing_empty_and_binary_logs(tmp_path):
 
 def test_append_creates_missing_folders_and_appends(tmp_path):
     log = tmp_path / "a" / "b" / "log.txt"
-    toy_log.append_lines(log, ["one", "two"])
-    toy_log.append_lines(log, ["three"])
-    assert log.read_text(encoding="utf-8") == "one\ntwo\nthree\n"
+    one, two, three = (toy_log.format_accuracy_line(toy_log.format_key("moon", "lrp", 2, seed, "train", "pre"), 99.0)
+                       for seed in range(3))
+    toy_log.append_lines(log, [one, two])
+    toy_log.append_lines(log, [three])
+    assert log.read_text(encoding="utf-8") == f"{one}\n{two}\n{three}\n"
 
 
 def test_check_writable_rejects_directories_and_paths_below_files(tmp_path):
