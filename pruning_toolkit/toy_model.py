@@ -25,6 +25,7 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "models"
 RETRAINED_DIR = MODEL_DIR.with_name("models-retrained")
 HIDDEN_WIDTH = 1000
 TRAINING_SEED = 0
+CHECKPOINT_EVERY = 250  # epochs between the resumable training states
 
 
 def build_model(num_classes, hidden_width=HIDDEN_WIDTH):
@@ -48,16 +49,37 @@ def accuracy(model, X, y):
     return 100.0 * correct / len(y)
 
 
-def train(model, X, y, epochs, optimizer="sgd", description="training", quiet=False):
-    """Full-batch training with dropout active: SGD(lr 1e-3, momentum 0.9) or Adam(lr 1e-3);
-    a progress bar shows the loss."""
-    X, y = torch.as_tensor(X), torch.as_tensor(y)
+def make_optimizer(model, optimizer):
     if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=0.001)
+        return torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    if optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=0.001)
+    raise ValueError(f"unknown optimizer {optimizer!r}, expected 'sgd' or 'adam'")
+
+
+def train(model, X, y, epochs, optimizer="sgd", description="training", quiet=False, state_path=None,
+          every=CHECKPOINT_EVERY):
+    """Full-batch training with dropout active: SGD(lr 1e-3, momentum 0.9) or Adam(lr 1e-3);
+    a progress bar shows the loss.
+
+    ``state_path``: every ``every`` epochs the weights, optimizer and random state go there
+    (atomically); when it exists, training continues from it, so an interrupted run ends with
+    exactly the model of an uninterrupted one (bit for bit on the CPU)."""
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    opt = make_optimizer(model, optimizer)
+    first_epoch = 1
+    if state_path is not None and Path(state_path).is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("optimizer_name") != optimizer or int(state.get("epochs", -1)) != epochs:
+            raise ValueError(f"{state_path}: a run with --optimizer {state.get('optimizer_name')} --epochs "
+                             f"{state.get('epochs')} is stored there; resume it with the same flags or delete it")
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        first_epoch = int(state["epoch"]) + 1
     model.train()
-    progress = tqdm(range(1, epochs + 1), desc=description, unit="epoch", disable=True if quiet else None)
+    progress = tqdm(range(first_epoch, epochs + 1), desc=description, unit="epoch", initial=first_epoch - 1,
+                    total=epochs, disable=True if quiet else None)
     for epoch in progress:
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(X), y)
@@ -65,8 +87,20 @@ def train(model, X, y, epochs, optimizer="sgd", description="training", quiet=Fa
         opt.step()
         if epoch % 10 == 0 or epoch == epochs:
             progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if state_path is not None and (epoch % every == 0 or epoch == epochs):
+            _save_atomically({"epoch": epoch, "epochs": epochs, "optimizer_name": optimizer,
+                              "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                              "rng": torch.get_rng_state()}, state_path)
     model.eval()
     return model
+
+
+def _save_atomically(state, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)
 
 
 def model_path(dataset):
@@ -75,11 +109,7 @@ def model_path(dataset):
 
 def save_model(model, path, **recipe):
     """Save the state_dict together with the recipe that produced it (loadable weights_only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "recipe": recipe}, tmp)
-    tmp.replace(path)
+    _save_atomically({"state_dict": model.state_dict(), "recipe": recipe}, path)
 
 
 def load_model(dataset, path=None):
@@ -94,12 +124,19 @@ def load_recipe(dataset, path=None):
     return torch.load(path or model_path(dataset), map_location="cpu", weights_only=True)["recipe"]
 
 
-def retrain(dataset, epochs, optimizer, out_dir=RETRAINED_DIR, quiet=False):
+def resume_state_path(out_dir, dataset):
+    return Path(out_dir) / f".{dataset}.training-state.pt"
+
+
+def retrain(dataset, epochs, optimizer, out_dir=RETRAINED_DIR, quiet=False, resume=False):
     X, y = toy_datasets.load_training_set(dataset)
     torch.manual_seed(TRAINING_SEED)
     model = build_model(toy_datasets.NUM_CLASSES[dataset])
+    state_path = resume_state_path(out_dir, dataset)
+    if not resume:
+        state_path.unlink(missing_ok=True)
     start = time.time()
-    train(model, X, y, epochs, optimizer, description=dataset, quiet=quiet)
+    train(model, X, y, epochs, optimizer, description=dataset, quiet=quiet, state_path=state_path)
     acc = accuracy(model, X, y)
     path = Path(out_dir) / f"{dataset}.pt"
     save_model(model, path, dataset=dataset, seed=TRAINING_SEED, epochs=epochs,
@@ -112,26 +149,32 @@ def retrain(dataset, epochs, optimizer, out_dir=RETRAINED_DIR, quiet=False):
 def main(argv=None):
     parser = OneLineErrorParser(prog="python -m pruning_toolkit.toy_model",
                                 description="Retrain the toy models on the shipped training sets.")
-    parser.add_argument("--datasets", default="moon,circle,mult", help="comma-separated subset of moon,circle,mult")
+    parser.add_argument("--datasets", "--dataset", default="moon,circle,mult",
+                        help="one dataset or a comma-separated subset of moon,circle,mult")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
                         help="adam (the shipped models) or sgd (the reference's recipe, with --epochs 10000)")
     parser.add_argument("--out", type=Path, default=RETRAINED_DIR,
                         help="folder for <dataset>.pt (default: models-retrained/; the shipped models are in models/)")
     parser.add_argument("--overwrite", action="store_true", help="replace models that exist in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue an interrupted training from its last state (saved every {CHECKPOINT_EVERY} epochs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     datasets = args.datasets.split(",")
     for dataset in datasets:
         if dataset not in toy_datasets.NUM_CLASSES:
             parser.error(f"unknown dataset {dataset!r}; choices: {', '.join(toy_datasets.DATASETS)}")
-    if args.epochs < 1:
-        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    if args.epochs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--epochs and --threads must be at least 1")
     existing = [str(Path(args.out) / f"{d}.pt") for d in datasets if (Path(args.out) / f"{d}.pt").exists()]
-    if existing and not args.overwrite:
+    if existing and not (args.overwrite or args.resume):
         parser.error(f"{existing[0]} exists; pass --overwrite to replace it or another --out")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for dataset in datasets:
-        retrain(dataset, args.epochs, args.optimizer, args.out, args.quiet)
+        retrain(dataset, args.epochs, args.optimizer, args.out, args.quiet, args.resume)
 
 
 if __name__ == "__main__":
