@@ -72,17 +72,26 @@ def _curve_order(curves):
     return [c for c in ("unpruned",) + toy_log.CRITERIA if c in curves]
 
 
-def draw_accuracy_panel(axes, dataset, scenario, curves):
-    """One panel: a line with a +-1 std band per criterion, the unpruned model dashed, log x axis."""
+CRITERION_MARKERS = {"weight": "s", "taylor": "^", "grad": "v", "lrp": "o"}
+UNPRUNED_COLOUR = "0.45"
+BAND_NOTE = "lines: mean over the seeds; shaded: mean ± 1 std"
+
+
+def draw_accuracy_panel(axes, dataset, scenario, curves, legend=True):
+    """One panel: a line with a +-1 std band (over the seeds) per criterion, the unpruned model
+    dashed grey on top (its dashes let a criterion that coincides with it show), log x axis;
+    the legend below the axes, where it covers no curve."""
     for curve in _curve_order(curves):
         points = curves[curve]
         x = np.array(list(points))
         mean = np.array([points[n][0] for n in x])
         std = np.array([points[n][1] for n in x])
-        colour = "black" if curve == "unpruned" else CRITERION_COLOURS[curve]
-        axes.fill_between(x, mean - std, np.minimum(mean + std, 100.0), color=colour, alpha=0.2, linewidth=0)
-        axes.plot(x, mean, "--" if curve == "unpruned" else "-", color=colour, zorder=3 if curve == "unpruned" else 2,
-                  label="no pruning" if curve == "unpruned" else curve)  # the dashed reference stays visible
+        unpruned = curve == "unpruned"
+        colour = UNPRUNED_COLOUR if unpruned else CRITERION_COLOURS[curve]
+        axes.fill_between(x, mean - std, np.minimum(mean + std, 100.0), color=colour, alpha=0.15, linewidth=0)
+        axes.plot(x, mean, linestyle="--" if unpruned else "-", color=colour, linewidth=1.2 if unpruned else 1.5,
+                  marker=None if unpruned else CRITERION_MARKERS[curve], markersize=4, markerfacecolor="none",
+                  zorder=4 if unpruned else 3, label="no pruning" if unpruned else curve)
     all_x = sorted({n for points in curves.values() for n in points})
     axes.set_xscale("log")
     axes.set_xticks([t for t in SAMPLE_TICKS if all_x[0] <= t <= all_x[-1]] or all_x)
@@ -94,7 +103,9 @@ def draw_accuracy_panel(axes, dataset, scenario, curves):
     axes.set_title(f"{dataset}, on {scenario} data")
     axes.set_xlabel("reference samples per class")
     axes.set_ylabel("accuracy after pruning in %")
-    axes.legend(loc="lower right", fontsize="small")
+    if legend:
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small", frameon=False,
+                    title=BAND_NOTE, title_fontsize="x-small")
 
 
 def _ordered_panels(statistics):
@@ -130,7 +141,7 @@ def write_accuracy_plots(records, out_dir, show=False, noisy_sigma=0.0):
     panels = _ordered_panels(statistics)
     written, summaries = [], []
     for dataset, scenario in panels:
-        figure, axes = plt.subplots(figsize=(4, 4), constrained_layout=True)
+        figure, axes = plt.subplots(figsize=(4, 4.8), constrained_layout=True)
         draw_accuracy_panel(axes, dataset, scenario, statistics[(dataset, scenario)])
         _noise_title(figure, noisy_sigma)
         written.append(save_figure(figure, out_dir / f"{dataset}-{scenario}.svg"))
@@ -151,13 +162,19 @@ def _write_combined_figure(plt, statistics, panels, out_dir, noisy_sigma=0.0):
     datasets = list(dict.fromkeys(d for d, _ in panels))
     scenarios = [s for s in toy_log.SCENARIOS if any(p[1] == s for p in panels)]
     figure, grid = plt.subplots(len(scenarios), len(datasets), squeeze=False,
-                                figsize=(3.5 * len(datasets), 3.5 * len(scenarios)), constrained_layout=True)
+                                figsize=(3.5 * len(datasets), 3.5 * len(scenarios) + 0.6), constrained_layout=True)
     for row, scenario in enumerate(scenarios):
         for column, dataset in enumerate(datasets):
             if (dataset, scenario) in statistics:
-                draw_accuracy_panel(grid[row][column], dataset, scenario, statistics[(dataset, scenario)])
+                draw_accuracy_panel(grid[row][column], dataset, scenario, statistics[(dataset, scenario)], legend=False)
             else:
                 grid[row][column].set_axis_off()
+    handles, labels = {}, {}
+    for axes in figure.axes:   # one legend for all panels, outside them
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=len(handles),
+                  frameon=False, title=BAND_NOTE, title_fontsize="small")
     _noise_title(figure, noisy_sigma)
     return [save_figure(figure, out_dir / name, dpi=150) for name in ("combined.svg", "combined.png")]
 
