@@ -174,6 +174,8 @@ def run_once(args):
         return
     for line in result.lines:
         print(line)
+    before, after = toy_pruning.hidden_widths(prepared.model), toy_pruning.hidden_widths(result.pruned_model)
+    print("pruned neurons per hidden layer: " + ", ".join(f"{b - a} of {b}" for b, a in zip(before, after)))
     if args.rendermode != "none":
         import toy_analysis
         out_dir = Path(args.logfile).parent if args.rendermode == "svg" else None

@@ -1,5 +1,6 @@
 """main.py as a user runs it: bad input, script generation, and a run with the shipped model."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,12 @@ def test_single_run_appends_four_lines_and_creates_the_log_folder(tmp_path):
         for stage in ("pre", "post") for scenario in ("train", "test")]
     assert result.stdout.splitlines()[:4] == lines[:4]
     assert lines[4] == log_line and len(toy_log.read_log(log)) == 5
+
+
+@pytest.mark.skipif(not (toy_model.model_path("circle").is_file() and toy_datasets.training_set_path("circle").is_file()),
+                    reason="shipped model missing")
+def test_a_single_run_prints_the_pruned_neurons_per_layer(tmp_path, capsys):
+    assert main.main(["-d", "circle", "-c", "weight", "-n", "1", "-s", "0", "-l", str(tmp_path / "log.txt")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    counts = re.fullmatch(r"pruned neurons per hidden layer: (\d+) of 1000, (\d+) of 1000, (\d+) of 1000", out[4])
+    assert counts is not None and sum(int(c) for c in counts.groups()) == 1000
