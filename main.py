@@ -17,16 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pruning_toolkit import toy_log
+from pruning_toolkit.cli import OneLineErrorParser
 
 RENDER_MODES = ("none", "svg", "show")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """Report bad arguments as one line on stderr (no usage dump) and exit with status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _max_samples_per_class():
@@ -35,7 +29,7 @@ def _max_samples_per_class():
 
 
 def build_parser():
-    parser = _OneLineErrorParser(prog="main.py", description="Neural Network Pruning Toy experiment")
+    parser = OneLineErrorParser(prog="main.py", description="Neural Network Pruning Toy experiment")
     parser.add_argument("--dataset", "-d", default="mult",
                         help="The toy dataset to use. Choices: " + ", ".join(toy_log.DATASETS) +
                              "; a comma list or 'all' runs a grid (see below).")

@@ -31,6 +31,8 @@ import generate_example_data
 import msd
 import plot_results
 from _atomic import check_writable_folder, write_atomically
+from pruning_toolkit import cli
+from pruning_toolkit.cli import UsageError
 from train_example_msd import cs_dataset
 
 METHODS = ("lean", "indivL1", "indivSV")
@@ -47,10 +49,6 @@ FULL_DEFAULTS = dict(method="lean", steps=15, epochs=3, data=_paths.EXAMPLES_DIR
 # one thread: tiny tensors gain nothing from more, and on a busy machine OpenMP threads that
 # wait for each other make a small network many times slower
 QUICK_DEFAULTS = dict(method="all", steps=3, epochs=1, train_epochs=2, threads=1, data=QUICK_DIR / "data")
-
-
-class UsageError(ValueError):
-    """A flag value the user must change; reported as one line, exit status 2."""
 
 
 class PruningSetup:
@@ -516,19 +514,8 @@ def _pruning_step(setup, args, method, model, step, target, train_loader):
 
 
 def report_errors(prog, main, argv=None):
-    """Run ``main(argv)``; bad input becomes one line on stderr and a non-zero exit status."""
-    try:
-        main(argv)
-    except UsageError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as error:
-        print(f"{prog}: {' '.join(str(error).split())[:600]}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the steps done are saved, continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+    """Run a pruning script's ``main(argv)`` with one-line errors (pruning_toolkit.cli)."""
+    return cli.report_errors(prog, main, argv, "the steps done are saved, continue with --resume")
 
 
 def set_threads(threads):

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import _paths
+from pruning_toolkit import cli
 from pruning_toolkit.cli import OneLineErrorParser
 import msd
 from _atomic import check_writable_folder
@@ -174,15 +175,7 @@ def train_keeping_best(model, train_loader, val_loader, epochs, out, quiet=False
 
 
 def report_errors(argv=None):
-    try:
-        main(argv)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"{PROG}: {' '.join(str(error).split())[:600]}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+    return cli.report_errors(PROG, main, argv)
 
 
 if __name__ == "__main__":
