@@ -8,7 +8,6 @@
 
 Only argument handling, validation and dispatch live here; heavy modules load after validation.
 """
-import argparse
 import math
 import signal
 import sys
