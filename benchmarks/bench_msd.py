@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import msd  # noqa: E402
 import pruning_algorithms  # noqa: E402
 import pruning_utils  # noqa: E402
+from pruning_toolkit import runtime  # noqa: E402
 
 SHIPPED_MODEL = ROOT / "examples" / "trained_models" / "msd_network_d=50.torch"
 FULL_EXPERIMENT = dict(methods=3, steps=15, ratio=0.05, epochs=3, train_images=500, test_images=50)
@@ -114,8 +115,7 @@ def main(argv=None):
     parser.add_argument("--thresholds", type=lambda text: [float(v) for v in text.split(",")], default=None,
                         help="also time the fast path with these values of msd.SPARSE_READ_BELOW")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    runtime.set_threads(args.threads)
     torch.manual_seed(0)
     device = msd.resolve_device(args.device)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -138,7 +138,7 @@ def main(argv=None):
     header = f"{'kept':>7} {'live inputs':>11} {'dense step':>11} {'fast step':>10} {'speedup':>8} {'fast infer':>11}"
     extra = "".join(f" {'t=' + format(t, 'g'):>8}" for t in args.thresholds or [])
     print(header + extra)
-    kept_points, dense_steps, fast_steps, fast_inferences = [], [], [], []
+    kept_points, dense_steps, fast_steps = [], [], []
     for kept, model in pruned_models(args):
         dense_step, dense_inference = with_threshold(0.0, lambda: timings(model, x, y, args.repeats, synchronize))
         fast_step, fast_inference = timings(model, x, y, args.repeats, synchronize)

@@ -31,7 +31,7 @@ import generate_example_data
 import msd
 import plot_results
 from _atomic import check_writable_folder, write_atomically
-from pruning_toolkit import cli
+from pruning_toolkit import cli, runtime
 from pruning_toolkit.cli import UsageError
 from train_example_msd import cs_dataset
 
@@ -518,7 +518,5 @@ def report_errors(prog, main, argv=None):
     return cli.report_errors(prog, main, argv, "the steps done are saved, continue with --resume")
 
 
-def set_threads(threads):
-    if threads:
-        torch.set_num_threads(threads)
+set_threads = runtime.set_threads
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import _paths
-from pruning_toolkit import cli
+from pruning_toolkit import cli, runtime
 from pruning_toolkit.cli import OneLineErrorParser
 import msd
 from _atomic import check_writable_folder
@@ -110,8 +110,7 @@ def check_output(out, overwrite, resume):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    runtime.set_threads(args.threads)
     torch.manual_seed(args.seed)
     train_set = cs_dataset(args.data, "train", args.train_images)
     val_set = cs_dataset(args.data, "val", args.val_images)

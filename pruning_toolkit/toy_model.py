@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 import toy_datasets
+from pruning_toolkit import runtime
 from pruning_toolkit.cli import OneLineErrorParser
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -171,8 +172,7 @@ def main(argv=None):
     existing = [str(Path(args.out) / f"{d}.pt") for d in datasets if (Path(args.out) / f"{d}.pt").exists()]
     if existing and not (args.overwrite or args.resume):
         parser.error(f"{existing[0]} exists; pass --overwrite to replace it or another --out")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    runtime.set_threads(args.threads)
     for dataset in datasets:
         retrain(dataset, args.epochs, args.optimizer, args.out, args.quiet, args.resume)
 
