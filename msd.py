@@ -16,8 +16,7 @@ edge pixel repeats: index -1 reads 0), as msd_pytorch's kernels do; for a dilati
 than the image, where msd_pytorch reads out of bounds, the mirroring simply continues
 (numpy's periodic even extension).
 """
-import contextlib
-import os
+import errno
 import re
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils import prune
 from torch.utils.data import Dataset
+
+from pruning_toolkit import files
 
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -636,18 +637,14 @@ class MSDSegmentationModel:
 
 
 def save_checkpoint(state, path):
-    """torch.save ``state`` to ``path`` atomically (temporary file, then rename); OSError naming
-    the file when it cannot be written (a full disk surfaces from torch as a RuntimeError)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:
-        raise OSError(f"cannot write {path}: {_first_line(error)}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+    """torch.save ``state`` to ``path`` atomically; OSError naming the file when it cannot be
+    written (a full disk surfaces from torch as a RuntimeError)."""
+    def save(temporary):
+        try:
+            torch.save(state, temporary)
+        except RuntimeError as error:
+            raise OSError(errno.EIO, _first_line(error)) from None
+    files.write_atomically(path, save)
 
 
 def _first_line(error):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import toy_datasets
-from pruning_toolkit import toy_log
+from pruning_toolkit import files, toy_log
 
 CRITERION_COLOURS = {"weight": "black", "taylor": "blue", "grad": "green", "lrp": "red"}
 SAMPLE_TICKS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -39,7 +39,7 @@ def save_figure(figure, path, **options):
     kind = path.suffix.lstrip(".").lower()
     metadata = {"Date": None} if kind == "svg" else None
     with matplotlib.rc_context({"svg.hashsalt": SVG_HASH_SALT}):
-        return toy_log.write_atomically(
+        return files.write_atomically(
             path, lambda temporary: figure.savefig(temporary, format=kind, metadata=metadata, **options))
 
 
@@ -169,7 +169,7 @@ def _write_combined_figure(plt, statistics, panels, out_dir, noisy_sigma=0.0):
                 draw_accuracy_panel(grid[row][column], dataset, scenario, statistics[(dataset, scenario)], legend=False)
             else:
                 grid[row][column].set_axis_off()
-    handles, labels = {}, {}
+    handles = {}
     for axes in figure.axes:   # one legend for all panels, outside them
         for handle, label in zip(*axes.get_legend_handles_labels()):
             handles.setdefault(label, handle)
@@ -381,7 +381,7 @@ def write_rank_tables(records, out_dir, progress=False):
     written = []
     for dataset in datasets:
         text = rank_tables(records, dataset, progress)
-        written.append(toy_log.write_atomically(out_dir / f"rank_and_set-{dataset}.txt",
+        written.append(files.write_atomically(out_dir / f"rank_and_set-{dataset}.txt",
                                                 lambda temporary: temporary.write_text(text, encoding="utf-8")))
     return written
 

@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 
 import _paths  # noqa: F401  (makes the repository importable from a checkout)
-from _atomic import write_atomically
+from pruning_toolkit.files import write_atomically
 from pruning_toolkit.cli import OneLineErrorParser
 
 SHAPES_PER_IMAGE = 24

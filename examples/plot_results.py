@@ -13,7 +13,7 @@ from pathlib import Path
 
 import _paths  # noqa: F401  (makes the repository importable from a checkout)
 from pruning_toolkit.cli import OneLineErrorParser
-from _atomic import write_atomically
+from pruning_toolkit.files import write_atomically
 
 RESULT_FIELDS = ("method", "step", "target_kept", "kept_fraction", "test_accuracy", "train_loss",
                  "seconds", "model_file")

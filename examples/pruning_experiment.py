@@ -30,7 +30,7 @@ import _paths
 import generate_example_data
 import msd
 import plot_results
-from _atomic import check_writable_folder, write_atomically
+from pruning_toolkit.files import check_writable_folder, write_atomically
 from pruning_toolkit import cli, runtime
 from pruning_toolkit.cli import UsageError
 from train_example_msd import cs_dataset

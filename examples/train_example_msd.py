@@ -22,7 +22,7 @@ import _paths
 from pruning_toolkit import cli, runtime
 from pruning_toolkit.cli import OneLineErrorParser
 import msd
-from _atomic import check_writable_folder
+from pruning_toolkit.files import check_writable_folder
 from msd import get_global_accuracy  # noqa: F401  (reference scripts import it from here)
 
 PROG = "train_example_msd.py"

@@ -25,6 +25,7 @@ except ImportError:  # Windows: appends in append mode, without a lock
     fcntl = None
 
 import toy_datasets
+from pruning_toolkit.files import write_atomically
 
 DATASETS = toy_datasets.DATASETS
 CRITERIA = ("lrp", "taylor", "grad", "weight")
@@ -86,36 +87,6 @@ def split_key(key):
 # ---------------------------------------------------------------------------------------------
 # files next to the log: atomic writes, the noise record, set-aside torn lines
 # ---------------------------------------------------------------------------------------------
-
-def write_atomically(path, write, mode=None):
-    """Call ``write(temporary_path)``, then rename the temporary file to ``path``.
-
-    The temporary file lies in the same folder (same name with a leading dot, the process id and
-    the same suffix, so writers that pick the format from the suffix still do), is flushed to disk
-    before the rename and removed when ``write`` fails: ``path`` holds either its old content or
-    the complete new one, never a truncated file. ``mode``: permission bits for the new file.
-    Returns ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(temporary)
-        descriptor = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        if mode is not None:
-            os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    finally:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-    return path
-
 
 def noise_path(path):
     """``LOG.noise.json``: the test noise sigma of the results the log ``path`` holds."""

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 import toy_datasets
-from pruning_toolkit import runtime
+from pruning_toolkit import files, runtime
 from pruning_toolkit.cli import OneLineErrorParser
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -89,19 +89,15 @@ def train(model, X, y, epochs, optimizer="sgd", description="training", quiet=Fa
         if epoch % 10 == 0 or epoch == epochs:
             progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if state_path is not None and (epoch % every == 0 or epoch == epochs):
-            _save_atomically({"epoch": epoch, "epochs": epochs, "optimizer_name": optimizer,
+            _save({"epoch": epoch, "epochs": epochs, "optimizer_name": optimizer,
                               "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
                               "rng": torch.get_rng_state()}, state_path)
     model.eval()
     return model
 
 
-def _save_atomically(state, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)
+def _save(state, path):
+    files.write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 def model_path(dataset):
@@ -110,7 +106,7 @@ def model_path(dataset):
 
 def save_model(model, path, **recipe):
     """Save the state_dict together with the recipe that produced it (loadable weights_only)."""
-    _save_atomically({"state_dict": model.state_dict(), "recipe": recipe}, path)
+    _save({"state_dict": model.state_dict(), "recipe": recipe}, path)
 
 
 def load_model(dataset, path=None):

@@ -6,7 +6,7 @@
 from pathlib import Path
 
 import toy_datasets
-from pruning_toolkit import toy_log
+from pruning_toolkit import files, toy_log
 
 SAMPLES_PER_CLASS = (1, 2, 5, 10, 20, 50, 100, 200)
 SEEDS = tuple(range(50))
@@ -40,6 +40,6 @@ def write_scripts(root=".", ranklog=False, noisy_sigma=0.0):
                       for n in SAMPLES_PER_CLASS for seed in SEEDS]
             path = folder / f"{dataset}-{criterion}.sh"
             text = "\n".join(lines) + "\n"
-            toy_log.write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), mode=0o755)
+            files.write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), mode=0o755)
             written.append(path)
     return written

@@ -76,7 +76,7 @@ def test_a_complete_last_line_without_its_newline_is_kept(tmp_path, capsys, fast
     assert status == 0, err
     written = read_lines(log)
     assert written[:8] == lines and len(written) == 12
-    assert written[8:] == out.splitlines()
+    assert written[8:] == out.splitlines()[:4]   # the fifth printed line counts the pruned neurons
     assert not toy_log.torn_path(log).exists()
 
 
