@@ -153,11 +153,11 @@ def _usable_log(args):
 
 def run_once(args):
     _usable_log(args)
-    from pruning_toolkit import toy_grid
+    from pruning_toolkit import runtime
     import toy_pruning
     (single,) = args.runs
-    device = toy_pruning.resolve_device(args.device)
-    with toy_grid.one_torch_thread(device):
+    device = runtime.resolve_device(args.device)
+    with runtime.one_cpu_thread(device):
         prepared = toy_pruning.prepare(single.dataset, device)
         result = toy_pruning.run(prepared, single.criterion, single.samples_per_class, single.seed,
                                  noisy_sigma=args.noisytest, rank_log=args.ranklog)
@@ -179,9 +179,8 @@ def run_once(args):
 
 def run_grid(args):
     _usable_log(args)
-    from pruning_toolkit import toy_grid
-    import toy_pruning
-    device = toy_pruning.resolve_device(args.device)
+    from pruning_toolkit import runtime, toy_grid
+    device = runtime.resolve_device(args.device)
     summary = toy_grid.run_grid(args.runs, args.logfile, device, jobs=args.jobs or toy_grid.default_jobs(),
                                 noisy_sigma=args.noisytest, rank_log=args.ranklog,
                                 progress=not args.quiet and sys.stderr.isatty())
@@ -194,9 +193,8 @@ def figure(args):
     """The qualitative figure of the runs given (one sample count and seed), next to the log."""
     _usable_log(args)
     import toy_analysis
-    from pruning_toolkit import toy_grid
-    import toy_pruning
-    device = toy_pruning.resolve_device(args.device)
+    from pruning_toolkit import runtime, toy_grid
+    device = runtime.resolve_device(args.device)
     rows = toy_grid.figure_runs(args.runs, args.logfile, device, noisy_sigma=args.noisytest)
     for path in toy_analysis.write_qualitative_figure(rows, args.colormap, Path(args.logfile).parent):
         print(f"wrote {path}")

@@ -29,6 +29,7 @@ from torch.nn.utils import prune
 from torch.utils.data import Dataset
 
 from pruning_toolkit import files
+from pruning_toolkit.runtime import resolve_device
 
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -58,17 +59,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_device(device=None):
-    """The torch device to use: ``device`` if given ("cpu", "cuda", "auto", a torch.device),
-    else CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
-    return device
-
-
 def symmetric_index(n, pad, device=None):
     """Source index of every position of a length-``n`` axis padded by ``pad`` on each side
     in numpy's 'symmetric' mode (-1 -> 0, -2 -> 1, n -> n-1; continues for pad > n)."""

@@ -4,7 +4,6 @@ FCN-ResNet50).
 
 Every function works on the tensor's own device and builds no autograd graph.
 """
-import contextlib
 import functools
 import math
 
@@ -13,6 +12,7 @@ import torch
 from torch.nn.utils import prune
 
 from pruning_toolkit import norm_graph
+from pruning_toolkit.runtime import one_cpu_thread
 from msd import get_global_accuracy  # noqa: F401  (the reference exports it from here)
 
 # ============================================================================================
@@ -84,31 +84,11 @@ def compute_FourierSVD_norms(weight, n, order):
     if math.prod(kernel_shape) == 1:
         return kernels.abs().reshape(out_in)
     norms = torch.empty(kernels.shape[0], dtype=kernels.dtype, device=kernels.device)
-    with _one_cpu_thread(kernels.device):
+    with one_cpu_thread(kernels.device):
         basis, multiplicity = _half_spectrum_basis(kernel_shape, n, kernels.dtype, kernels.device)
         chunk = max(1, _CHUNK_BYTES // (basis.shape[1] * kernels.element_size()))
         _fourier_norms_by_chunk(kernels, basis, multiplicity, order, chunk, norms)
     return norms.reshape(out_in)
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device):
-    """Run a loop of many small CPU ops on one intra-op thread.
-
-    Thread start/join per cache-sized op costs more than it gains; with the cores shared with
-    another busy process it costs 10-50x (measured on 2 cores while a training job ran:
-    FCN-ResNet50 spectral norms 0.5 s on one thread, 6-28 s on two; one n = 64 DFT basis
-    1.3 ms against 17 ms).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fourier_norms_by_chunk(kernels, basis, multiplicity, order, chunk, norms):

@@ -231,15 +231,6 @@ class PreparedDataset:
     train_accuracy: float
 
 
-def resolve_device(device="auto"):
-    """``auto``: CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(device)
-
-
 def load_trained_model(dataset, path=None):
     """The shipped model of ``dataset``; FileNotFoundError or ValueError with the path when unusable."""
     path = Path(path or toy_model.model_path(dataset))

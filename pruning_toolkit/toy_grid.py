@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 
 import toy_datasets
@@ -150,20 +150,6 @@ def default_jobs():
         return os.cpu_count() or 1
 
 
-@contextmanager
-def one_torch_thread(device):
-    """On CPU, run torch on one thread inside (the toy model is too small to gain from more, and
-    grid workers then share the cores instead of fighting over them); restored after."""
-    import torch
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @dataclass(frozen=True)
 class GridSummary:
     """What a grid did: runs asked for, found complete in the log, run now, and the time taken."""
@@ -225,10 +211,11 @@ def run_grid(runs, log_path, device="cpu", jobs=1, noisy_sigma=0.0, rank_log=Fal
     import torch
     import toy_pruning
     from tqdm import tqdm
+    from pruning_toolkit import runtime
 
     start = time.perf_counter()
     device = torch.device(device)
-    with toy_log.AppendLog(log_path, log_sigma(noisy_sigma, rank_log)) as log, one_torch_thread(device):
+    with toy_log.AppendLog(log_path, log_sigma(noisy_sigma, rank_log)) as log, runtime.one_cpu_thread(device):
         todo = pending_runs(runs, log, rank_log)
         if not todo:
             return GridSummary(len(runs), len(runs), 0, time.perf_counter() - start)
@@ -273,13 +260,14 @@ def figure_runs(runs, log_path, device="cpu", noisy_sigma=0.0, prepared=None, co
     per dataset, in order. The runs' lines the log does not hold yet are appended to it."""
     import torch
     import toy_pruning
+    from pruning_toolkit import runtime
     device = torch.device(device)
     prepared = dict(prepared or {})
     count = toy_pruning.PRUNED_NEURONS if count is None else count
     rows = {}
     with toy_log.AppendLog(log_path, log_sigma(noisy_sigma)) as log:
         for run in runs:
-            with one_torch_thread(device):
+            with runtime.one_cpu_thread(device):
                 if run.dataset not in prepared:
                     prepared[run.dataset] = toy_pruning.prepare(run.dataset, device)
                 result = toy_pruning.run(prepared[run.dataset], run.criterion, run.samples_per_class, run.seed,

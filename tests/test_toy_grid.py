@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import toy_datasets
+from pruning_toolkit import runtime
 from pruning_toolkit import toy_grid
 from pruning_toolkit import toy_log
 from pruning_toolkit import toy_model
@@ -87,7 +88,7 @@ def prepared():
 
 def expected_lines(prepared, runs, **options):
     """What single runs log for ``runs``, one after the other (40 of the 120 neurons pruned)."""
-    with toy_grid.one_torch_thread(torch.device("cpu")):  # small ops on many threads are slow
+    with runtime.one_cpu_thread(torch.device("cpu")):  # small ops on many threads are slow
         return [line for run in runs for line in toy_pruning.run(
             prepared[run.dataset], run.criterion, run.samples_per_class, run.seed, count=WIDTH, **options).lines]
 
