@@ -29,6 +29,7 @@ from torch.nn.utils import prune
 from torch.utils.data import Dataset
 
 from pruning_toolkit import files
+from pruning_toolkit import runtime
 from pruning_toolkit.runtime import resolve_device
 
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -849,22 +850,17 @@ def get_global_accuracy(model, dataloader):
     (B, C, H, W) to class scores (B, K, H, W) (a dict's "out" entry is used)."""
     net = getattr(model, "net", model)
     parameter = next(net.parameters())
-    was_training = net.training
-    net.eval()
     correct = total = 0
-    try:
-        with torch.inference_mode():
-            for input, target in dataloader:
-                scores = net(input.to(parameter.device, parameter.dtype))
-                if isinstance(scores, dict):
-                    scores = scores["out"]
-                target = target.to(parameter.device)
-                if target.dim() == scores.dim():
-                    target = target.squeeze(1)
-                correct += (scores.argmax(1) == target).sum().item()
-                total += target.numel()
-    finally:
-        net.train(was_training)
+    with runtime.eval_mode(net), torch.inference_mode():
+        for input, target in dataloader:
+            scores = net(input.to(parameter.device, parameter.dtype))
+            if isinstance(scores, dict):
+                scores = scores["out"]
+            target = target.to(parameter.device)
+            if target.dim() == scores.dim():
+                target = target.squeeze(1)
+            correct += (scores.argmax(1) == target).sum().item()
+            total += target.numel()
     if total == 0:
         raise ValueError("get_global_accuracy: the dataloader is empty")
     return correct / total

@@ -17,7 +17,7 @@ from torch import nn
 import lrp
 import toy_datasets
 from pruning_toolkit import toy_log
-from pruning_toolkit import toy_model
+from pruning_toolkit import runtime, toy_model
 
 CRITERIA = toy_log.CRITERIA
 PRUNED_NEURONS = 1000
@@ -33,21 +33,6 @@ def hidden_layer_indices(model):
     return linear_indices[:-1]
 
 
-class _EvalMode:
-    """Context manager: ``model`` in eval mode (dropout off) inside, its previous mode restored after."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc_info):
-        self.model.train(self.was_training)
-
-
 def _lrp_scores_and_logits(model, X, y):
     indices = hidden_layer_indices(model)
     seen = {}
@@ -56,7 +41,7 @@ def _lrp_scores_and_logits(model, X, y):
         seen["logits"] = logits
         return logits * nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
 
-    with _EvalMode(model):
+    with runtime.eval_mode(model):
         _, recorded = lrp.propagate(model, X, initial_relevance, LRP_RULES, record=indices)
     return [recorded[i].sum(dim=0) for i in indices], seen["logits"]
 
@@ -65,7 +50,7 @@ def _activations_gradients_and_logits(model, X, y):
     """Outputs of the hidden Linear layers, the gradients of the mean cross-entropy w.r.t. them, the logits."""
     indices = set(hidden_layer_indices(model))
     activations = []
-    with _EvalMode(model), torch.enable_grad():
+    with runtime.eval_mode(model), torch.enable_grad():
         output = X
         for index, layer in enumerate(model):
             output = layer(output)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from pruning_toolkit import runtime
 from pruning_toolkit.norm_graph import ChannelGraph, ConvLayer
 from pruning_utils import masked_weight
 
@@ -588,13 +589,11 @@ def trace(model, example_input):
         input_nodes.append(nodes)
         tracer.set_value(tensor, tracer.new_value(nodes, 0))
     handles = []
-    modes = {module: module.training for module in model.modules()}
     try:
         for module in model.modules():
             handles.append(module.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
             handles.append(module.register_forward_hook(tracer.post_hook, with_kwargs=True))
-        model.eval()
-        with torch.no_grad(), _FunctionMode(tracer):
+        with runtime.eval_mode(model), torch.no_grad(), _FunctionMode(tracer):
             output = model(*inputs)
         tracer.busy = True
         for tensor in tensors_in(output):
@@ -604,8 +603,6 @@ def trace(model, example_input):
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.train(training)
     input_nodes = np.concatenate(input_nodes)
     protected = tracer.protected.copy()
     protected[input_nodes] = True

@@ -47,3 +47,16 @@ def one_cpu_thread(device):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """``model`` in eval mode inside (dropout off, BatchNorm on its running statistics); the
+    mode of every submodule restored after, also when they differed."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.train(training)

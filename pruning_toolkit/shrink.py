@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 from torch.nn.utils import prune
 
-from pruning_toolkit import graph_tracing
+from pruning_toolkit import graph_tracing, runtime
 from msd import SparseMSDBlock2d
 from pruning_utils import masked_weight
 
@@ -265,13 +265,8 @@ def _replace_module(root, path, new):
 
 @torch.no_grad()
 def _outputs(model, inputs):
-    training = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with runtime.eval_mode(model):
         return graph_tracing.tensors_in(model(*inputs))
-    finally:
-        for module, mode in training.items():
-            module.train(mode)
 
 
 def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=True):

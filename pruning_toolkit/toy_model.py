@@ -42,11 +42,8 @@ def build_model(num_classes, hidden_width=HIDDEN_WIDTH):
 def accuracy(model, X, y):
     """Accuracy in percent of ``model`` (eval mode) on numpy or torch inputs."""
     X, y = torch.as_tensor(X), torch.as_tensor(y)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with runtime.eval_mode(model), torch.no_grad():
         correct = (model(X).argmax(dim=1) == y).sum().item()
-    model.train(was_training)
     return 100.0 * correct / len(y)
 
 
