@@ -25,11 +25,10 @@ import tifffile
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn.utils import prune
 from torch.utils.data import Dataset
 
 from pruning_toolkit import files
-from pruning_toolkit import runtime
+from pruning_toolkit import masks, runtime
 from pruning_toolkit.runtime import resolve_device
 
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -597,7 +596,7 @@ class MSDSegmentationModel:
         if recorded is not None and [int(d) for d in recorded] != [int(d) for d in self.dilations]:
             raise ValueError(f"{path}: the network was trained with dilations {list(recorded)}, "
                              f"this model has {list(self.dilations)} (pass --dilations to match)")
-        _match_pruning(self._plain_net, state_dict)
+        masks.match_pruning(self._plain_net, state_dict)
         try:
             self._plain_net.load_state_dict(state_dict)
         except RuntimeError as error:
@@ -701,30 +700,6 @@ def _architecture_of(path, state_dict):
     first, final = tensor("1.0.msd_block.weight0"), tensor("1.0.final_layer.linear.weight")
     return {"c_in": int(first.shape[1]), "num_labels": int(final.shape[0]), "depth": depth,
             "width": int(first.shape[0])}
-
-
-def _match_pruning(net, state_dict):
-    """Make ``net``'s pruning reparametrisation match ``state_dict``: make pruning permanent
-    where the checkpoint has the plain ``name``, and add a torch.nn.utils.prune mask where
-    it has ``name_orig``/``name_mask``."""
-    modules = dict(net.named_modules())
-    for module_name, module in modules.items():
-        prefix = f"{module_name}." if module_name else ""
-        pruned = [name[:-len("_orig")] for name, _ in module.named_parameters(recurse=False)
-                  if name.endswith("_orig")]
-        for name in pruned:
-            if prefix + name in state_dict:
-                prune.remove(module, name)
-    for key in state_dict:
-        if not key.endswith("_orig"):
-            continue
-        module_name, _, name = key[:-len("_orig")].rpartition(".")
-        module = modules[module_name]
-        mask = state_dict.get(f"{module_name}.{name}_mask")
-        if mask is None:
-            raise ValueError(f"checkpoint has '{key}' but no '{module_name}.{name}_mask'")
-        if not hasattr(module, name + "_orig"):
-            prune.custom_from_mask(module, name, mask)
 
 
 # --------------------------------------------------------------------------- data

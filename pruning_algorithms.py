@@ -16,8 +16,8 @@ import torch
 from pruning_toolkit import graph_tracing
 from pruning_toolkit import norm_graph
 from graph_algorithms import longest_path_prune_edges
-from pruning_utils import (apply_mask, compute_FourierSVD_norms, compute_Ln_norms_conv,
-                           fraction_pruned, kernel_alive, masked_weight, prune_kernels)
+from pruning_toolkit.masks import apply_mask, fraction_pruned, kernel_alive, masked_weight, prune_kernels
+from pruning_utils import compute_FourierSVD_norms, compute_Ln_norms_conv
 
 MSD_FOURIER_SIZE = 64
 RESNET_FOURIER_SIZE = 7

@@ -9,9 +9,10 @@ import math
 
 import numpy as np
 import torch
-from torch.nn.utils import prune
 
-from pruning_toolkit import norm_graph
+from pruning_toolkit import masks, norm_graph
+from pruning_toolkit.masks import (apply_mask, fraction_pruned, get_mask, is_pruned, kernel_alive,  # noqa: F401
+                                    masked_weight, prune_kernels, pruned_counts)
 from pruning_toolkit.runtime import one_cpu_thread
 from msd import get_global_accuracy  # noqa: F401  (the reference exports it from here)
 
@@ -124,74 +125,12 @@ def compute_Ln_norms_conv(weight, p):
 
 
 # ============================================================================================
-# Masks (torch.nn.utils.prune layout: ``<name>_orig`` parameter, ``<name>_mask`` buffer)
+# Masks: the reference's names for pruning_toolkit.masks
 # ============================================================================================
-
 
 def get_default_mask(module, name):
     """An all-ones mask shaped like ``module.<name>`` (nothing pruned), as the reference's."""
-    return torch.ones_like(getattr(module, name))
-
-
-def is_pruned(module, name):
-    return hasattr(module, name + "_mask")
-
-
-def get_mask(module, name):
-    """The pruning mask of ``module.<name>``, all ones where it was never pruned."""
-    if is_pruned(module, name):
-        return getattr(module, name + "_mask")
-    return get_default_mask(module, name)
-
-
-@torch.no_grad()
-def masked_weight(module, name):
-    """``<name>_orig * <name>_mask`` (the weight the next forward pass will use), detached."""
-    if is_pruned(module, name):
-        return getattr(module, name + "_orig") * getattr(module, name + "_mask")
-    return getattr(module, name).detach()
-
-
-@torch.no_grad()
-def apply_mask(module, name, keep):
-    """AND ``keep`` into the mask of ``module.<name>``, creating torch.nn.utils.prune state if needed."""
-    if is_pruned(module, name):
-        mask = getattr(module, name + "_mask")
-        mask.mul_(keep.to(dtype=mask.dtype, device=mask.device))
-        setattr(module, name, getattr(module, name + "_orig") * mask)
-    else:
-        weight = getattr(module, name)
-        prune.custom_from_mask(module, name, keep.to(dtype=weight.dtype, device=weight.device))
-
-
-def kernel_alive(layer):
-    """(out, in) bool array: which convolutions of a graph layer still have a nonzero mask."""
-    if not is_pruned(layer.module, layer.name):  # no mask yet: every convolution is alive
-        weight = getattr(layer.module, layer.name)
-        return np.ones((weight.shape[0], weight.shape[1]), dtype=bool)
-    mask = get_mask(layer.module, layer.name)
-    return mask.reshape(mask.shape[0], mask.shape[1], -1).any(dim=2).cpu().numpy()
-
-
-def prune_kernels(layer, to_prune):
-    """Mask the convolutions ``weight[o, i]`` where the (out, in) bool array ``to_prune`` is set."""
-    if not np.any(to_prune):
-        return
-    weight = getattr(layer.module, layer.name)
-    keep = torch.from_numpy(~np.asarray(to_prune)).to(weight.device)
-    keep = keep.reshape(keep.shape + (1,) * (weight.dim() - 2)).expand_as(weight)
-    apply_mask(layer.module, layer.name, keep)
-
-
-def pruned_counts(graph):
-    """(pruned, total, fraction): how many of the graph's convolutions have an all-zero kernel mask."""
-    pruned = sum(int((~kernel_alive(layer)).sum()) for layer in graph.layers)
-    return pruned, graph.num_convolutions, pruned / graph.num_convolutions
-
-
-def fraction_pruned(graph):
-    """Fraction of the graph's convolutions whose whole kernel mask is zero."""
-    return pruned_counts(graph)[2]
+    return masks.default_mask(module, name)
 
 
 # ============================================================================================

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 import _paths  # noqa: F401  (makes the repository importable from a checkout)
 import fcn_resnet
 import msd
+from pruning_toolkit import masks
 
 # a narrow network of FCN-ResNet50's layout, for --quick runs and tests
 NARROW_SHAPE = dict(blocks_per_layer=(1, 1, 1, 1), layer_widths=(4, 8, 8, 8), stem_channels=8)
@@ -68,7 +68,7 @@ class FCNSegmentationModel:
         state = msd.read_checkpoint(path, self.device)
         state_dict = state["state_dict"]
         self._check_fits(path, state_dict)
-        _recreate_masks(self.net, state_dict)
+        masks.match_pruning(self.net, state_dict)
         try:
             self.net.load_state_dict(state_dict)
         except RuntimeError as error:
@@ -99,14 +99,3 @@ class FCNSegmentationModel:
 
 def _plain(key):
     return key[:-len("_orig")] if key.endswith("_orig") else key
-
-
-def _recreate_masks(net, state_dict):
-    """Give ``net`` a torch.nn.utils.prune mask for every ``<name>_mask`` in ``state_dict``."""
-    modules = dict(net.named_modules())
-    for key, mask in state_dict.items():
-        if key.endswith("_mask"):
-            module_name, _, name = key[:-len("_mask")].rpartition(".")
-            module = modules[module_name]
-            if not hasattr(module, name + "_orig"):
-                prune.custom_from_mask(module, name, mask)

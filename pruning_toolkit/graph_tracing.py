@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 
 from pruning_toolkit import runtime
 from pruning_toolkit.norm_graph import ChannelGraph, ConvLayer
-from pruning_utils import masked_weight
+from pruning_toolkit.masks import masked_weight
 
 # ============================================================================================
 # Traced values and the traced network

@@ -29,7 +29,7 @@ from torch.nn.utils import prune
 
 from pruning_toolkit import graph_tracing, runtime
 from msd import SparseMSDBlock2d
-from pruning_utils import masked_weight
+from pruning_toolkit.masks import masked_weight
 
 # ============================================================================================
 # Which channels go
