@@ -17,6 +17,7 @@ than the image, where msd_pytorch reads out of bounds, the mirroring simply cont
 (numpy's periodic even extension).
 """
 import errno
+import functools
 import re
 from pathlib import Path
 
@@ -27,8 +28,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.data import Dataset
 
-from pruning_toolkit import files
-from pruning_toolkit import masks, runtime
+from pruning_toolkit import files, masks, runtime
 from pruning_toolkit.runtime import resolve_device
 
 DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -103,6 +103,12 @@ def _compiled_kernels(tensor, read):
     for a few live channels (``COMPILED_READS_UP_TO``), with numba installed; else None."""
     if read is None or not USE_COMPILED_KERNELS or tensor.device.type != "cpu" or read.numel() > COMPILED_READS_UP_TO:
         return None
+    return _msd_kernels_module()
+
+
+@functools.lru_cache(maxsize=None)
+def _msd_kernels_module():
+    """pruning_toolkit.msd_kernels, imported once (numba loads slowly), or None without numba."""
     try:
         from pruning_toolkit import msd_kernels
     except ImportError:  # numba missing: the matrix-product path computes the same
