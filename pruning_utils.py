@@ -1,185 +1,22 @@
-"""Helpers shared by the pruning methods: operator norms of convolutions, pruning masks,
-convolution enumeration and pruned fractions (with the reference's names for MS-D and
-FCN-ResNet50).
+"""The reference's helpers: operator norms of convolutions, pruning masks, the convolutions of
+MS-D and FCN-ResNet50 and their pruned fractions.
 
-Every function works on the tensor's own device and builds no autograd graph.
+Names only; the code lives in ``pruning_toolkit.operator_norms``, ``pruning_toolkit.masks`` and
+``pruning_toolkit.norm_graph``.
 """
-import functools
-import math
+from pruning_toolkit.accuracy import get_global_accuracy  # the reference exports it from here too
+from pruning_toolkit.masks import (apply_mask, fraction_pruned, get_mask, is_pruned, kernel_alive, masked_weight,
+                                   prune_kernels, pruned_counts)
+from pruning_toolkit.masks import default_mask as get_default_mask
+from pruning_toolkit.norm_graph import (fraction_pruned_convs_MSD, fraction_pruned_convs_MSD3x3,
+                                        fraction_pruned_convs_MSD_3x3, fraction_pruned_convs_ResNet50,
+                                        get_batchnorms_ResNet50, get_conv_masks_MSD, get_convs_MSD,
+                                        get_convs_ResNet50, pruned_before_MSD, pruned_before_ResNet50)
+from pruning_toolkit.operator_norms import FOURIER_ORDERS, compute_FourierSVD_norms, compute_Ln_norms_conv
 
-import numpy as np
-import torch
-
-from pruning_toolkit import masks, norm_graph
-from pruning_toolkit.masks import (apply_mask, fraction_pruned, get_mask, is_pruned, kernel_alive,  # noqa: F401
-                                    masked_weight, prune_kernels, pruned_counts)
-from pruning_toolkit.runtime import one_cpu_thread
-from msd import get_global_accuracy  # noqa: F401  (the reference exports it from here)
-
-# ============================================================================================
-# Operator norms of convolutions
-# ============================================================================================
-#
-# A k x k kernel acting on an n x n image with periodic boundary is a doubly-block-circulant
-# operator whose singular values are the magnitudes of the 2-D DFT of the kernel zero-padded
-# to n x n (Sedghi, Gupta & Long, "The Singular Values of Convolutional Layers"). That DFT is
-# F[:, :k] K F[:, :k]^T, i.e. one small real matrix product per kernel, batched over a layer.
-# Real kernels have conjugate-symmetric spectra, so only the frequency rows 0..n//2 are formed;
-# rows 1..ceil(n/2)-1 stand for their mirror rows too and count twice in sums.
-
-FOURIER_ORDERS = ("max", "nuc", "fro")
-_CHUNK_BYTES = 2**19  # spectra of one chunk of kernels stay in the CPU's L2 cache
-
-
-@functools.lru_cache(maxsize=32)  # MS-D: one basis for all layers (~1 ms each to build)
-def _half_spectrum_basis(kernel_shape, n, dtype, device):
-    """Real DFT basis ``(prod(kernel_shape), 2 R)`` ([cos | sin] parts) for the R frequencies
-    of the half spectrum, and the multiplicity of each frequency in the full spectrum."""
-    rows = torch.arange(n // 2 + 1, dtype=torch.float64)
-    multiplicity_1d = torch.where((rows == 0) | (2 * rows == n), 1.0, 2.0)
-    if len(kernel_shape) == 1:
-        (k,) = kernel_shape
-        angle = torch.outer(torch.arange(k, dtype=torch.float64), rows)
-        multiplicity = multiplicity_1d
-    else:
-        kh, kw = kernel_shape
-        cols = torch.arange(n, dtype=torch.float64)
-        phase_h = torch.outer(torch.arange(kh, dtype=torch.float64), rows)  # (kh, R_h)
-        phase_w = torch.outer(torch.arange(kw, dtype=torch.float64), cols)  # (kw, n)
-        angle = (phase_h[:, None, :, None] + phase_w[None, :, None, :]).reshape(kh * kw, -1)
-        multiplicity = multiplicity_1d.repeat_interleave(n)
-    angle = angle * (2 * math.pi / n)
-    basis = torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
-    return basis.to(device=device, dtype=dtype), multiplicity.to(device=device, dtype=dtype)
-
-
-def _kernels_of(weight, name):
-    """(kernels as rows, kernel shape, (out, in)) of a Conv1d/Conv2d weight."""
-    if not isinstance(weight, torch.Tensor):
-        raise ValueError(f"{name} expects a torch.Tensor weight, got {type(weight).__name__}")
-    if weight.dim() not in (3, 4):
-        raise ValueError(f"{name} expects a Conv2d weight (out, in, kh, kw) or a Conv1d weight "
-                         f"(out, in, k), got shape {tuple(weight.shape)}")
-    if not weight.is_floating_point():
-        raise ValueError(f"{name} expects a floating-point weight, got {weight.dtype}")
-    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    out_channels, in_channels = weight.shape[:2]
-    kernels = weight.detach().reshape(out_channels * in_channels, -1).to(dtype)
-    return kernels, tuple(weight.shape[2:]), (out_channels, in_channels)
-
-
-@torch.no_grad()
-def compute_FourierSVD_norms(weight, n, order):
-    """Operator norm of every convolution ``weight[o, i]`` on a periodic n x n (mock) input.
-
-    ``order``: 'max' (spectral norm), 'nuc' (nuclear) or 'fro' (Frobenius). Returns a tensor
-    of shape (out, in) on the weight's device (float32, or float64 for float64 weights).
-    Conv1d weights (out, in, k) are 1-D convolutions of length n; 1x1 kernels are treated as
-    1x1 images, so all three norms equal ``|w|``.
-    """
-    if order not in FOURIER_ORDERS:
-        raise ValueError(f"unknown norm order {order!r}, expected one of {FOURIER_ORDERS}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"the mock image size n must be a positive integer, got {n!r}")
-    kernels, kernel_shape, out_in = _kernels_of(weight, "compute_FourierSVD_norms")
-    if math.prod(kernel_shape) == 1:
-        return kernels.abs().reshape(out_in)
-    norms = torch.empty(kernels.shape[0], dtype=kernels.dtype, device=kernels.device)
-    with one_cpu_thread(kernels.device):
-        basis, multiplicity = _half_spectrum_basis(kernel_shape, n, kernels.dtype, kernels.device)
-        chunk = max(1, _CHUNK_BYTES // (basis.shape[1] * kernels.element_size()))
-        _fourier_norms_by_chunk(kernels, basis, multiplicity, order, chunk, norms)
-    return norms.reshape(out_in)
-
-
-def _fourier_norms_by_chunk(kernels, basis, multiplicity, order, chunk, norms):
-    """Fill ``norms`` with the Fourier operator norms of ``kernels``, ``chunk`` kernels at a time."""
-    n_freq = multiplicity.numel()
-    for start in range(0, kernels.shape[0], chunk):
-        spectrum = kernels[start:start + chunk] @ basis
-        power = spectrum.square_().view(-1, 2, n_freq).sum(dim=1)
-        if order == "max":
-            norms[start:start + chunk] = power.amax(dim=1).sqrt_()
-        elif order == "nuc":
-            norms[start:start + chunk] = power.sqrt_() @ multiplicity
-        else:
-            norms[start:start + chunk] = (power @ multiplicity).sqrt_()
-
-
-@torch.no_grad()
-def compute_Ln_norms_conv(weight, p):
-    """Norm of every kernel ``weight[o, i]`` taken as a vector (p = 1: the IndivL1 baseline).
-
-    ``p``: a number (vector p-norm, ``inf`` allowed), 'fro' (= 2) or 'nuc' (nuclear norm of the
-    kernel as a matrix). Returns a tensor of shape (out, in) on the weight's device.
-    """
-    kernels, kernel_shape, out_in = _kernels_of(weight, "compute_Ln_norms_conv")
-    if p == "nuc":
-        matrices = kernels.reshape(-1, *(kernel_shape if len(kernel_shape) == 2 else (1, kernel_shape[0])))
-        return torch.linalg.matrix_norm(matrices, ord="nuc").reshape(out_in)
-    if p == "fro":
-        p = 2
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise ValueError(f"unknown norm order {p!r}, expected a number, 'fro' or 'nuc'")
-    return torch.linalg.vector_norm(kernels, ord=p, dim=1).reshape(out_in)
-
-
-# ============================================================================================
-# Masks: the reference's names for pruning_toolkit.masks
-# ============================================================================================
-
-def get_default_mask(module, name):
-    """An all-ones mask shaped like ``module.<name>`` (nothing pruned), as the reference's."""
-    return masks.default_mask(module, name)
-
-
-# ============================================================================================
-# The reference's helpers for MS-D and FCN-ResNet50
-# ============================================================================================
-
-def get_convs_MSD(model, include_final_layer=True):
-    """The prunable convolution layers of an MS-D network as (module, parameter name) pairs."""
-    graph = norm_graph.msd_channel_graph(model, include_final_layer)
-    return [(layer.module, layer.name) for layer in graph.layers]
-
-
-def get_conv_masks_MSD(model, include_final_layer=True):
-    """The pruning mask of every MS-D convolution layer (all ones where never pruned)."""
-    return [get_mask(module, name) for module, name in get_convs_MSD(model, include_final_layer)]
-
-
-def fraction_pruned_convs_MSD(model):
-    """(pruned, total, fraction) of the MS-D convolutions, final layer included, as the reference."""
-    return pruned_counts(norm_graph.msd_channel_graph(model))
-
-
-def fraction_pruned_convs_MSD3x3(model):
-    """(pruned, total, fraction) of the MS-D 3x3 convolutions (the final 1x1 layer left out)."""
-    return pruned_counts(norm_graph.msd_channel_graph(model, include_final_layer=False))
-
-
-fraction_pruned_convs_MSD_3x3 = fraction_pruned_convs_MSD3x3  # the spelling of the *_MSD_3x3 methods
-
-
-def pruned_before_MSD(model):
-    return any(is_pruned(module, name) for module, name in get_convs_MSD(model))
-
-
-def get_convs_ResNet50(model):
-    """Every Conv2d of the FCN-ResNet50 backbone (downsample convs included) and both head
-    convs, as (module, "weight") pairs in network order (the reference's form)."""
-    return [(layer.module, layer.name) for layer in norm_graph.resnet50_channel_graph(model).layers]
-
-
-def get_batchnorms_ResNet50(model):
-    """The BatchNorm following each convolution of :func:`get_convs_ResNet50` (None for the last)."""
-    return [layer.batchnorm for layer in norm_graph.resnet50_channel_graph(model).layers]
-
-
-def fraction_pruned_convs_ResNet50(model):
-    """(pruned, total, fraction) of the FCN-ResNet50 convolutions, as the reference."""
-    return pruned_counts(norm_graph.resnet50_channel_graph(model))
-
-
-def pruned_before_ResNet50(model):
-    return any(is_pruned(module, name) for module, name in get_convs_ResNet50(model))
+__all__ = ["compute_FourierSVD_norms", "compute_Ln_norms_conv", "FOURIER_ORDERS", "get_default_mask", "get_mask",
+           "apply_mask", "is_pruned", "masked_weight", "kernel_alive", "prune_kernels", "pruned_counts",
+           "fraction_pruned", "get_convs_MSD", "get_conv_masks_MSD", "fraction_pruned_convs_MSD",
+           "fraction_pruned_convs_MSD3x3", "fraction_pruned_convs_MSD_3x3", "pruned_before_MSD",
+           "get_convs_ResNet50", "get_batchnorms_ResNet50", "fraction_pruned_convs_ResNet50",
+           "pruned_before_ResNet50", "get_global_accuracy"]

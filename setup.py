@@ -4,7 +4,17 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
-ROOT_MODULES = sorted(p.stem for p in ROOT.glob("*.py") if p.stem != "setup")
+# the reference's module names (msd, pruning_algorithms, ...); main.py and setup.py are scripts
+ROOT_MODULES = sorted(p.stem for p in ROOT.glob("*.py") if p.stem not in ("main", "setup"))
+COMMANDS = {
+    "pruning-by-explaining": "pruning_toolkit.toy_cli:main",        # = python main.py
+    "toy-train": "pruning_toolkit.toy_model:main",
+    "lean-generate-cs-data": "pruning_toolkit.experiments.cs_data:main",  # = python examples/<script>.py
+    "lean-train-msd": "pruning_toolkit.experiments.msd_training:report_errors",
+    "lean-prune-msd": "pruning_toolkit.experiments.msd_pruning:report_errors",
+    "lean-prune-resnet50": "pruning_toolkit.experiments.resnet_pruning:report_errors",
+    "lean-plot-results": "pruning_toolkit.experiments.results:main",
+}
 
 setup(
     name="pruning-toolkit",
@@ -15,6 +25,7 @@ setup(
     python_requires=">=3.9",
     py_modules=ROOT_MODULES,
     packages=find_packages(include=["pruning_toolkit", "pruning_toolkit.*"]),
+    entry_points={"console_scripts": [f"{name} = {target}" for name, target in COMMANDS.items()]},
     install_requires=[
         "numpy",
         "scipy",

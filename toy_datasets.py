@@ -2,74 +2,16 @@
 
 The training sets are generated once with seed 0 and ship in ``data/`` so that every user
 prunes the same model on the same data; reference samples are drawn per run.
+
+The public surface of ``pruning_toolkit.toy_data`` (and of the datasets' names in ``toy_vocabulary``).
 """
-from pathlib import Path
+from pruning_toolkit.toy_data import (DATA_DIR, GENERATORS, TRAINING_SET_SEED, generate, load_training_set,
+                                      make_circle, make_moon, make_mult, noisy_test_set, reference_samples,
+                                      training_set_path, write_training_set)
+from pruning_toolkit.toy_vocabulary import DATASETS, NUM_CLASSES, TRAINING_SET_SIZE
 
-import numpy as np
-
-DATA_DIR = Path(__file__).resolve().parent / "data"
-NUM_CLASSES = {"moon": 2, "circle": 2, "mult": 4}
-DATASETS = tuple(NUM_CLASSES)
-TRAINING_SET_SIZE = {"moon": 2000, "circle": 2000, "mult": 4000}
-TRAINING_SET_SEED = 0
-
-
-def make_moon(n, seed):
-    from sklearn.datasets import make_moons  # imported on use: the CLI validates its input without it
-    return make_moons(n, noise=0.1, random_state=seed)
-
-
-def make_circle(n, seed):
-    from sklearn.datasets import make_circles
-    return make_circles(n, noise=0.1, factor=0.3, random_state=seed)
-
-
-def make_mult(n, seed):
-    """Four spiral arms of ``n // 4`` points each, drawn from numpy's global RNG seeded with ``seed``."""
-    np.random.seed(seed)
-    per_class = n // 4
-    points, labels = [], []
-    for label in range(4):
-        radius = np.linspace(0, 1, per_class)
-        angle = np.linspace(4 * label, 4 * (label + 1), per_class) + np.random.randn(per_class) * 0.2
-        points.append(np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1))
-        labels.append(np.full(per_class, label))
-    return np.concatenate(points), np.concatenate(labels)
-
-
-GENERATORS = {"moon": make_moon, "circle": make_circle, "mult": make_mult}
-
-
-def generate(dataset, n, seed):
-    """Return ``(X, y)``: ``n`` points of ``dataset`` as float32 and int64 arrays."""
-    X, y = GENERATORS[dataset](n, seed)
-    return X.astype(np.float32), y.astype(np.int64)
-
-
-def reference_samples(dataset, samples_per_class, seed):
-    """The samples a run computes its pruning criterion on (``samples_per_class * K`` points)."""
-    return generate(dataset, samples_per_class * NUM_CLASSES[dataset], seed)
-
-
-def noisy_test_set(dataset, seed, sigma, n=500):
-    """500 points generated with ``seed + 1`` plus Gaussian input noise of std ``sigma``."""
-    X, y = generate(dataset, n, seed + 1)
-    noise = np.random.default_rng(seed + 1).normal(0.0, sigma, size=X.shape)
-    return (X + noise).astype(np.float32), y
-
-
-def training_set_path(dataset):
-    return DATA_DIR / f"{dataset}-train.npz"
-
-
-def write_training_set(dataset):
-    X, y = generate(dataset, TRAINING_SET_SIZE[dataset], TRAINING_SET_SEED)
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    np.savez(training_set_path(dataset), X=X, y=y)
-    return X, y
-
-
-def load_training_set(dataset):
-    """The shipped training set of ``dataset`` as ``(X, y)``."""
-    with np.load(training_set_path(dataset), allow_pickle=False) as archive:
-        return archive["X"], archive["y"]
+__all__ = [
+    "DATASETS", "NUM_CLASSES", "TRAINING_SET_SIZE",
+    "DATA_DIR", "GENERATORS", "TRAINING_SET_SEED", "generate", "load_training_set", "make_circle", "make_moon",
+    "make_mult", "noisy_test_set", "reference_samples", "training_set_path", "write_training_set",
+]

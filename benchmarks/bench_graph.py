@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graph_algorithms as ga  # noqa: E402
+from benchmarks.capped_engines import TimeCap, capped  # noqa: E402
 from benchmarks.synthetic_graphs import msd_graph, resnet_graph  # noqa: E402
 
 CASES = {
@@ -34,32 +35,6 @@ CASES = {
     "resnet50_mixed": dict(kind="resnet", log_mean=-1.0, kept=0.1),
     "resnet50_fan_in": dict(kind="resnet", fan_in=True, kept=0.1),
 }
-
-
-class TimeCap(Exception):
-    """Raised by a capped chain finder when its time is up."""
-
-
-def capped(make_finder, cap_seconds, stats):
-    """Wrap an engine so that it stops after ``cap_seconds`` and counts its chains."""
-    def factory(graph):
-        finder = make_finder(graph)
-        stats["start"] = time.perf_counter()
-        stats["chains"] = 0
-        stats["edges_kept"] = 0
-
-        class Capped:
-            def longest_chain(self):
-                if time.perf_counter() - stats["start"] > cap_seconds:
-                    raise TimeCap
-                stats["chains"] += 1
-                return finder.longest_chain()
-
-            def remove_edges(self, edges):
-                stats["edges_kept"] += len(edges)
-                finder.remove_edges(edges)
-        return Capped()
-    return factory
 
 
 def build_case(spec, seed=0):

@@ -23,6 +23,7 @@ Timings on a shared machine are noisy: the table shows the 1-minute load average
 process CPU time next to the wall time.
 """
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -39,9 +40,9 @@ from prettytable import PrettyTable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import graph_algorithms as ga  # noqa: E402
-from pruning_toolkit import norm_graph  # noqa: E402
+from pruning_toolkit import chains, norm_graph, selection  # noqa: E402
 import pruning_algorithms as pa  # noqa: E402
-from benchmarks.bench_graph import TimeCap, capped  # noqa: E402
+from benchmarks.capped_engines import TimeCap, capped  # noqa: E402
 
 CASES = {
     "msd50": dict(kind="msd", depth=50, kept=0.5),
@@ -133,7 +134,8 @@ def run_worker(case, implementation, cap_seconds, weights, device):
     report = {"case": case, "implementation": implementation, "nodes": int(graph.num_nodes),
               "convolutions": int(graph.num_convolutions), "load_before": os.getloadavg()[0]}
     chain_stats = {}
-    real_layer_norms, real_selection, real_extraction = pa.layer_norms, pa.lean_selection, ga.lean_extraction
+    real_layer_norms, real_selection, real_extraction = (selection.layer_norms, selection.lean_selection,
+                                                          chains.lean_extraction)
 
     def timed_norms(*args, **kwargs):
         if implementation == "straight":
@@ -168,8 +170,9 @@ def run_worker(case, implementation, cap_seconds, weights, device):
 
     report["numba_load_s"] = warm_up_numba() if implementation == "fast" else None  # once per process
     wall, cpu = time.perf_counter(), time.process_time()
-    with mock.patch.object(pa, "layer_norms", timed_norms), mock.patch.object(pa, "lean_selection", timed_selection), \
-            mock.patch.object(ga, "lean_extraction", timed_extraction):
+    with mock.patch.object(selection, "layer_norms", timed_norms), \
+            mock.patch.object(selection, "lean_selection", timed_selection), \
+            mock.patch.object(chains, "lean_extraction", timed_extraction):
         try:
             step(model, spec["kept"])
             report["finished"] = True
@@ -185,9 +188,7 @@ def run_worker(case, implementation, cap_seconds, weights, device):
 
 def warm_up_numba():
     """Compile (or load from numba's cache) the engine's kernels; returns the seconds taken, or None."""
-    try:
-        import graph_engines_numba  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("numba") is None:
         return None
     start = time.perf_counter()
     matrix = np.triu(np.full((6, 6), 2.0), 1)

@@ -8,7 +8,7 @@ Without ``--kept``: a randomly initialised network. With ``--kept``: the trained
 (default: the shipped depth-50 network) LEAN-pruned along the paper's schedule (15 steps to
 5 %, no fine-tuning) to each kept fraction, one training step timed with the dense masked
 computation (every layer reads all earlier channels) and with the fast path (live inputs only,
-``msd.SPARSE_READ_BELOW``), then the projected time of the full pruning experiment (3 methods,
+``msd_network.SPARSE_READ_BELOW``), then the projected time of the full pruning experiment (3 methods,
 15 steps, 3 epochs, 500 training images, 50 test images) from times interpolated in log kept.
 Reports the best of ``--repeats`` runs in ms per image (wall clock).
 """
@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import msd  # noqa: E402
+from pruning_toolkit import msd_network  # noqa: E402
 import pruning_algorithms  # noqa: E402
 import pruning_utils  # noqa: E402
 from pruning_toolkit import runtime  # noqa: E402
@@ -45,13 +46,13 @@ def best_time(step, repeats, synchronize):
 
 
 def with_threshold(threshold, function):
-    """Run ``function`` with msd.SPARSE_READ_BELOW set to ``threshold`` (0: always dense)."""
-    saved = msd.SPARSE_READ_BELOW
-    msd.SPARSE_READ_BELOW = threshold
+    """Run ``function`` with msd_network.SPARSE_READ_BELOW set to ``threshold`` (0: always dense)."""
+    saved = msd_network.SPARSE_READ_BELOW
+    msd_network.SPARSE_READ_BELOW = threshold
     try:
         return function()
     finally:
-        msd.SPARSE_READ_BELOW = saved
+        msd_network.SPARSE_READ_BELOW = saved
 
 
 def timings(model, x, y, repeats, synchronize):
@@ -113,7 +114,7 @@ def main(argv=None):
                         help="kept fractions to time, e.g. 1,0.5,0.2,0.1,0.05")
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="trained start network for --kept")
     parser.add_argument("--thresholds", type=lambda text: [float(v) for v in text.split(",")], default=None,
-                        help="also time the fast path with these values of msd.SPARSE_READ_BELOW")
+                        help="also time the fast path with these values of msd_network.SPARSE_READ_BELOW")
     args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
     torch.manual_seed(0)

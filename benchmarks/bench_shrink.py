@@ -28,7 +28,7 @@ from pruning_toolkit import graph_tracing  # noqa: E402
 import msd  # noqa: E402
 import pruning_algorithms  # noqa: E402
 from msd import SparseMSDBlock2d
-from pruning_toolkit.shrink import count_parameters, shrink  # noqa: E402
+from pruning_toolkit.shrinking import count_parameters, shrink  # noqa: E402
 
 NUM_CLASSES = 5
 MSD_DILATIONS = list(range(1, 11))

@@ -1,7 +1,23 @@
-"""Internals of the pruning toolkit; the root modules (main.py, pruning_algorithms.py, ...) are its surface.
+"""The pruning toolkit's code; the root modules (``pruning_algorithms``, ``msd``, ...) name its
+public surface with the reference projects' names, and this package never imports them.
 
-- toy experiment: ``toy_model`` (network, training recipe, checkpoints), ``toy_log`` (log lines),
-  ``toy_sweep`` (generated scripts), ``toy_grid`` (in-process grid runs);
-- LEAN: ``norm_graph`` (channel graphs of MS-D and FCN-ResNet50), ``graph_tracing`` (channel
-  graph of any CNN by tracing), ``shrink`` (physical removal of dead channels).
+Exported here, for LEAN on your own CNN: ``shrink`` and ``ShrinkReport`` (``shrinking``),
+``LayerRule`` and ``register_layer_rule`` (``layer_rules``), ``Selection``, ``LeanChains`` and
+``NormThreshold`` (``selection``), ``prune_step`` (``pruning_step``). Imported on first use, so
+that the toy experiment does not load the LEAN half.
 """
+import importlib
+
+_EXPORTS = {
+    "shrink": "shrinking", "ShrinkReport": "shrinking",
+    "LayerRule": "layer_rules", "register_layer_rule": "layer_rules",
+    "Selection": "selection", "LeanChains": "selection", "NormThreshold": "selection",
+    "prune_step": "pruning_step",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

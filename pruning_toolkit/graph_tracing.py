@@ -2,10 +2,9 @@
 
 The model runs under a ``TorchFunctionMode`` (which sees every torch function and tensor
 method) with forward hooks on its modules; every tensor derived from the input carries the
-graph node of each of its channels (dim 1). Modules with a *channel rule* (Conv1d/Conv2d,
-BatchNorm, MS-D's dense block, or anything a user registers with
-:func:`register_channel_rule`) are leaves: their inner operations are not looked at and the
-rule says how they map channels. Running the model (rather than ``torch.fx`` symbolically)
+graph node of each of its channels (dim 1). Modules with a *layer rule* (``layer_rules``:
+Conv1d/Conv2d, BatchNorm, MS-D's dense block, or your own) are leaves: their inner operations
+are not looked at and the rule says how they map channels. Running the model (rather than ``torch.fx`` symbolically)
 follows any Python control flow and shape arithmetic (MS-D's final layer unpacks
 ``input.shape``) and gives the real shapes for counting MACs.
 
@@ -37,8 +36,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from pruning_toolkit import runtime
-from pruning_toolkit.norm_graph import ChannelGraph, ConvLayer
+from pruning_toolkit.layer_rules import LayerRule, call_rules, rule_for
 from pruning_toolkit.masks import masked_weight
+from pruning_toolkit.norm_graph import ChannelGraph, ConvLayer
 
 # ============================================================================================
 # Traced values and the traced network
@@ -74,9 +74,9 @@ class TracedLayer:
 
 @dataclass
 class ModuleRecord:
-    """A leaf module the tracer met, for the surgery in ``pruning_toolkit.shrink`` (``data`` is rule-defined)."""
+    """A leaf module the tracer met, for its rule's ``cut`` when shrinking (``data`` is rule-defined)."""
 
-    rule: "ChannelRule"
+    rule: LayerRule
     module: nn.Module
     path: str
     data: object
@@ -102,7 +102,7 @@ class TracedNetwork:
         below a module named there, left out; unused nodes dropped, order kept)."""
         if not self.layers:
             raise ValueError("graph tracing found no prunable layer (Conv1d/Conv2d, or a module "
-                             "with a registered channel rule) in the model")
+                             "with a layer rule) in the model")
         _check_exclusions(exclude, [t.path for t in self.layers])
         layers = [t.layer for t in self.layers if not _excluded(t.path, exclude)]
         used = np.zeros(self.num_nodes, dtype=bool)
@@ -133,120 +133,6 @@ def _check_exclusions(exclude, paths):
 
 
 # ============================================================================================
-# Channel rules of leaf modules (a small registry a user can extend)
-# ============================================================================================
-
-
-class ChannelRule:
-    """How a leaf module maps channels; register one with :func:`register_channel_rule`.
-
-    ``trace`` runs after the module ran on the traced inputs (their :class:`TracedValue`, or
-    None for tensors not derived from the model input) and returns the output's value; it
-    adds prunable layers with ``tracer.add_layer`` and leaves what surgery (``pruning_toolkit.shrink``)
-    needs with ``tracer.record``."""
-
-    def trace(self, tracer, module, path, inputs, output):
-        raise NotImplementedError
-
-
-CHANNEL_RULES = {}
-
-
-def register_channel_rule(module_type, rule):
-    """Use ``rule`` for every module of ``module_type`` (a class, or its "module.QualName"
-    string so that the class need not be imported) and its subclasses."""
-    if not isinstance(rule, ChannelRule):
-        raise ValueError(f"register_channel_rule: expected a ChannelRule, got {type(rule).__name__}")
-    CHANNEL_RULES[module_type] = rule
-
-
-def registered_for(registry, module):
-    """The entry of ``registry`` for ``module``'s class or its nearest registered base class,
-    keyed by the class or by its "module.QualName" string; None when there is none."""
-    for cls in type(module).__mro__:
-        entry = registry.get(cls) or registry.get(f"{cls.__module__}.{cls.__qualname__}")
-        if entry is not None:
-            return entry
-    return None
-
-
-def channel_rule_of(module):
-    """The registered rule for ``module``'s class or its nearest registered base class."""
-    return registered_for(CHANNEL_RULES, module)
-
-
-def _has(module, name):
-    return getattr(module, name, None) is not None or hasattr(module, name + "_orig")
-
-
-class ConvRule(ChannelRule):
-    """Conv1d / Conv2d with groups=1: a prunable layer from its input's nodes to new nodes."""
-
-    def trace(self, tracer, module, path, inputs, output):
-        if module.groups != 1:
-            raise ValueError(f"graph tracing: {type(module).__name__} '{path}' has groups="
-                             f"{module.groups}; only groups=1 convolutions fit LEAN's graph")
-        source = tracer.single_input(inputs, module, path)
-        bias = (module, "bias", np.arange(module.out_channels)) if _has(module, "bias") else None
-        traced = tracer.add_layer(module, "weight", source, path, output, bias=bias,
-                                  channel_params=[bias] if bias else [])
-        tracer.record(self, module, path, traced)
-        return tracer.layer_output(traced, source)
-
-
-class BatchNormRule(ChannelRule):
-    """BatchNorm after a convolution: scales that convolution's norms, dies with its channels."""
-
-    def trace(self, tracer, module, path, inputs, output):
-        source = tracer.single_input(inputs, module, path)
-        traced = source.producer
-        if traced is None or traced.layer.batchnorm is not None:
-            raise ValueError(f"graph tracing: {type(module).__name__} '{path}' does not follow a "
-                             f"convolution (directly or through elementwise/pooling ops); LEAN "
-                             f"scales a convolution's norms by the BatchNorm after it")
-        tracer.absorb(source, f"{type(module).__name__} '{path}'")
-        traced.layer.batchnorm = module
-        if module.affine:
-            entries = np.arange(module.num_features)
-            traced.layer.channel_params = [(module, "weight", entries), (module, "bias", entries)]
-        tracer.record(self, module, path, traced)
-        return tracer.new_value(source.nodes, source.depth)
-
-
-class DenseBlockRule(ChannelRule):
-    """A densely connected block such as MS-D's ``MSDBlock2d``.
-
-    The block's channel list is its ``in_channels`` inputs, then ``width`` channels per layer.
-    Layer k (k < ``module.depth``) convolves the earlier channels of that list with parameter
-    ``weight{k}`` and adds ``bias[k * width:(k + 1) * width]`` (then a ReLU); the output is the
-    whole list. Layer k reads all earlier channels, or only ``module.layer_inputs[k]`` (indices
-    into the list) when the module has that attribute (``msd.SparseMSDBlock2d``)."""
-
-    def trace(self, tracer, module, path, inputs, output):
-        source = tracer.single_input(inputs, module, path)
-        width, sparse = module.width, getattr(module, "layer_inputs", None)
-        tracer.read(source, f"{type(module).__name__} '{path}'")
-        nodes, layers = source.nodes, []
-        for k in range(module.depth):
-            bias = (module, "bias", np.arange(k * width, (k + 1) * width))
-            read = nodes if sparse is None else nodes[np.asarray(sparse[k], dtype=np.int64)]
-            layer_input = tracer.new_value(read, source.depth + k)
-            traced = tracer.add_layer(module, f"weight{k}", layer_input, f"{path}.weight{k}", output,
-                                      bias=bias, channel_params=[bias])
-            layers.append(traced)
-            nodes = np.concatenate([nodes, traced.layer.out_nodes])
-        tracer.record(self, module, path, (source.nodes, layers))
-        return tracer.new_value(nodes, source.depth + module.depth)
-
-
-register_channel_rule(nn.Conv1d, ConvRule())
-register_channel_rule(nn.Conv2d, ConvRule())
-register_channel_rule(nn.modules.batchnorm._BatchNorm, BatchNormRule())
-register_channel_rule("msd.MSDBlock2d", DenseBlockRule())
-register_channel_rule("msd.SparseMSDBlock2d", DenseBlockRule())
-
-
-# ============================================================================================
 # Function-level operations
 # ============================================================================================
 
@@ -268,7 +154,7 @@ _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "nansum", "nanmean"}
 _PERMUTES = {"permute", "transpose", "swapaxes", "movedim"}
 _ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _CATS = {"cat", "concat", "concatenate"}
-# Layers whose weights LEAN would prune: outside a module with a channel rule they are errors.
+# Layers whose weights LEAN would prune: outside a module with a layer rule they are errors.
 _LAYERS_WITHOUT_RULE = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                         "conv_transpose3d", "batch_norm"}
 
@@ -355,8 +241,9 @@ class _FunctionMode(TorchFunctionMode):
 class _Tracer:
     """Runs the model once, numbering channels and collecting layers (see the module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model, rules=None):
         self.model = model
+        self.rules = rules
         self.paths = {}
         for path, module in model.named_modules():
             self.paths.setdefault(id(module), path)
@@ -465,14 +352,14 @@ class _Tracer:
     # ---- hooks
     def pre_hook(self, module, args, kwargs):
         self.stack.append(module)
-        if self.leaf_depth == 0 and channel_rule_of(module) is not None:
+        if self.leaf_depth == 0 and rule_for(module, self.rules) is not None:
             self.pending[id(module)] = [self.value_of(t) for t in tensors_in(args) + tensors_in(kwargs)]
-        if self.leaf_depth or channel_rule_of(module) is not None:
+        if self.leaf_depth or rule_for(module, self.rules) is not None:
             self.leaf_depth += 1
 
     def post_hook(self, module, args, kwargs, output):
         self.stack.pop()
-        rule = channel_rule_of(module)
+        rule = rule_for(module, self.rules)
         if self.leaf_depth:
             self.leaf_depth -= 1
         if rule is None or self.leaf_depth:
@@ -486,7 +373,7 @@ class _Tracer:
             self.stack.pop()
             outputs = tensors_in(output)
             if isinstance(value, TracedValue) and (len(outputs) != 1 or outputs[0].shape[1] != len(value.nodes)):
-                raise ValueError(f"graph tracing: the channel rule of {type(module).__name__} "
+                raise ValueError(f"graph tracing: the layer rule of {type(module).__name__} "
                                  f"'{path}' gave {len(value.nodes)} channels for its output")
             for tensor in outputs:
                 self.set_value(tensor, value)
@@ -506,8 +393,8 @@ class _Tracer:
         name = getattr(func, "__name__", repr(func))
         if name in _LAYERS_WITHOUT_RULE:
             raise ValueError(f"graph tracing: {name} in {self.where()} is a convolution or "
-                             f"BatchNorm outside a module with a channel rule (a transposed or "
-                             f"custom layer?); register one with graph_tracing.register_channel_rule")
+                             f"BatchNorm outside a module with a layer rule (a transposed or "
+                             f"custom layer?); give it a LayerRule (pruning_toolkit.register_layer_rule, or rules=...)")
         value = self.function_value(name, args, kwargs, out, tracked, ended) if tracked else None
         if value is None:
             for _, traced in tracked:
@@ -572,14 +459,15 @@ def as_inputs(example_input):
                      f"got {type(example_input).__name__}")
 
 
-def trace(model, example_input):
+def trace(model, example_input, rules=None):
     """Run ``model`` once (eval mode, no grad; its state is left as it was) on
-    ``example_input`` and return the :class:`TracedNetwork`."""
+    ``example_input`` and return the :class:`TracedNetwork`; ``rules``: layer rules of this
+    call (``{type: LayerRule}``), before the registered ones."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"graph tracing needs a torch.nn.Module, got {type(model).__name__} "
                          f"(for msd_pytorch-style wrappers pass model.net or model.msd)")
     inputs = as_inputs(example_input)
-    tracer = _Tracer(model)
+    tracer = _Tracer(model, call_rules(rules))
     input_nodes = []
     for tensor in inputs:
         if tensor.dim() < 2:
@@ -611,6 +499,6 @@ def trace(model, example_input):
                          tracer.records)
 
 
-def trace_channel_graph(model, example_input, exclude=()):
+def trace_channel_graph(model, example_input, exclude=(), rules=None):
     """LEAN's :class:`ChannelGraph` of ``model``, layers named in ``exclude`` left out."""
-    return trace(model, example_input).channel_graph(exclude)
+    return trace(model, example_input, rules).channel_graph(exclude)

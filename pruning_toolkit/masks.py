@@ -93,3 +93,9 @@ def match_pruning(net, state_dict):
         module = modules[module_name]
         if not hasattr(module, name + "_orig"):
             prune.custom_from_mask(module, name, mask)
+
+
+def nonzero_kernels(layer):
+    """(out, in) bool array: which convolutions of a graph layer have a weight that is not all zero."""
+    weight = masked_weight(layer.module, layer.name)
+    return weight.reshape(weight.shape[0], weight.shape[1], -1).ne(0).any(dim=2).cpu().numpy()

@@ -5,13 +5,16 @@ its input and output channels is, which BatchNorm scales its outputs, which per-
 parameters (bias, BatchNorm weight and bias) die with an output channel, and which identity
 skip edges (value 1, never pruned) residual additions add. Node numbering follows the spec:
 the input channels first, then the output channels of every layer in network order.
-This module holds the hand-written graphs of MS-D and FCN-ResNet50; it knows no pruning method.
+This module holds the hand-written graphs of MS-D and FCN-ResNet50 and the reference's helpers
+over them (``get_convs_MSD``, ``fraction_pruned_convs_ResNet50``, ...); it knows no pruning method.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+
+from pruning_toolkit.masks import get_mask, is_pruned, pruned_counts
 
 
 @dataclass
@@ -134,3 +137,55 @@ def resnet50_channel_graph(model):
     nodes = builder.conv(head[0], nodes, head[1])
     builder.conv(head[4], nodes)
     return builder.graph()
+
+
+# ============================================================================================
+# The reference's helpers (pruning_utils' names) over these graphs
+# ============================================================================================
+
+def get_convs_MSD(model, include_final_layer=True):
+    """The prunable convolution layers of an MS-D network as (module, parameter name) pairs."""
+    graph = msd_channel_graph(model, include_final_layer)
+    return [(layer.module, layer.name) for layer in graph.layers]
+
+
+def get_conv_masks_MSD(model, include_final_layer=True):
+    """The pruning mask of every MS-D convolution layer (all ones where never pruned)."""
+    return [get_mask(module, name) for module, name in get_convs_MSD(model, include_final_layer)]
+
+
+def fraction_pruned_convs_MSD(model):
+    """(pruned, total, fraction) of the MS-D convolutions, final layer included, as the reference."""
+    return pruned_counts(msd_channel_graph(model))
+
+
+def fraction_pruned_convs_MSD3x3(model):
+    """(pruned, total, fraction) of the MS-D 3x3 convolutions (the final 1x1 layer left out)."""
+    return pruned_counts(msd_channel_graph(model, include_final_layer=False))
+
+
+fraction_pruned_convs_MSD_3x3 = fraction_pruned_convs_MSD3x3  # the spelling of the *_MSD_3x3 methods
+
+
+def pruned_before_MSD(model):
+    return any(is_pruned(module, name) for module, name in get_convs_MSD(model))
+
+
+def get_convs_ResNet50(model):
+    """Every Conv2d of the FCN-ResNet50 backbone (downsample convs included) and both head
+    convs, as (module, "weight") pairs in network order (the reference's form)."""
+    return [(layer.module, layer.name) for layer in resnet50_channel_graph(model).layers]
+
+
+def get_batchnorms_ResNet50(model):
+    """The BatchNorm following each convolution of :func:`get_convs_ResNet50` (None for the last)."""
+    return [layer.batchnorm for layer in resnet50_channel_graph(model).layers]
+
+
+def fraction_pruned_convs_ResNet50(model):
+    """(pruned, total, fraction) of the FCN-ResNet50 convolutions, as the reference."""
+    return pruned_counts(resnet50_channel_graph(model))
+
+
+def pruned_before_ResNet50(model):
+    return any(is_pruned(module, name) for module, name in get_convs_ResNet50(model))

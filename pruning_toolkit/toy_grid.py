@@ -14,9 +14,9 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 
-import toy_datasets
 from pruning_toolkit import toy_log
-from pruning_toolkit import toy_sweep
+from pruning_toolkit.toy_vocabulary import (CRITERIA, DATASETS, NUM_CLASSES, PRUNED_NEURONS, SAMPLES_PER_CLASS, SEEDS,
+                                            TRAINING_SAMPLES_PER_CLASS)
 
 ALL = "all"
 SEED_LIMIT = 2 ** 32  # numpy and sklearn take 32-bit seeds
@@ -97,7 +97,7 @@ def parse_integers(text, flag, minimum, limit, all_values, why="", max_count=Non
 def samples_per_class_limit(datasets):
     """``(limit, why)``: samples per class must be below ``limit``, what the training sets of
     ``datasets`` hold per class (reference samples are drawn from the same distribution)."""
-    per_class = {d: toy_datasets.TRAINING_SET_SIZE[d] // toy_datasets.NUM_CLASSES[d] for d in datasets}
+    per_class = {d: TRAINING_SAMPLES_PER_CLASS[d] for d in datasets}
     smallest = min(per_class, key=per_class.get)
     return per_class[smallest] + 1, (f" (at most {per_class[smallest]}: the {smallest} training set holds "
                                      f"{per_class[smallest]} samples per class)")
@@ -113,7 +113,7 @@ class GridRun:
 
     @property
     def key(self):
-        total = self.samples_per_class * toy_datasets.NUM_CLASSES[self.dataset]
+        total = self.samples_per_class * NUM_CLASSES[self.dataset]
         return toy_log.run_key(self.dataset, self.criterion, total, self.seed)
 
 
@@ -126,11 +126,11 @@ def parse_grid(dataset, criterion, numsamples, seed):
     """The runs that the four flags' texts select (each a single value, a list, a range or ``all``);
     ValueError naming the flag when a value is out of bounds or the grid exceeds
     :data:`MAX_GRID_RUNS` runs, all checked before anything is expanded."""
-    datasets = parse_names(dataset, toy_datasets.DATASETS, "--dataset")
-    criteria = parse_names(criterion, toy_log.CRITERIA, "--criterion")
+    datasets = parse_names(dataset, DATASETS, "--dataset")
+    criteria = parse_names(criterion, CRITERIA, "--criterion")
     limit, why = samples_per_class_limit(datasets)
-    samples = parse_integers(numsamples, "--numsamples", 1, limit, toy_sweep.SAMPLES_PER_CLASS, why)
-    seeds = parse_integers(seed, "--seed", 0, SEED_LIMIT, toy_sweep.SEEDS, f" (seeds are 0 to {SEED_LIMIT - 1})")
+    samples = parse_integers(numsamples, "--numsamples", 1, limit, SAMPLES_PER_CLASS, why)
+    seeds = parse_integers(seed, "--seed", 0, SEED_LIMIT, SEEDS, f" (seeds are 0 to {SEED_LIMIT - 1})")
     count = len(datasets) * len(criteria) * len(samples) * len(seeds)
     if count > MAX_GRID_RUNS:
         raise ValueError(f"-d/-c/-n/-s select {count} runs ({len(datasets)} x {len(criteria)} x {len(samples)} x "
@@ -174,8 +174,8 @@ def _start_worker(prepared, options, ignore_interrupt):
 
 
 def _run_in_worker(run):
-    import toy_pruning
-    result = toy_pruning.run(_WORKER["prepared"][run.dataset], run.criterion, run.samples_per_class, run.seed,
+    from pruning_toolkit import toy_run
+    result = toy_run.run(_WORKER["prepared"][run.dataset], run.criterion, run.samples_per_class, run.seed,
                              **_WORKER["options"])
     return run, result.lines
 
@@ -203,15 +203,14 @@ def run_grid(runs, log_path, device="cpu", jobs=1, noisy_sigma=0.0, rank_log=Fal
     """Run every run of ``runs`` that the log at ``log_path`` does not hold yet; append its lines.
 
     ``jobs`` worker processes (1: in this process) share the datasets prepared once (``prepared``:
-    ``{dataset: toy_pruning.PreparedDataset}``, loaded from the shipped files when not given).
+    ``{dataset: toy_run.PreparedDataset}``, loaded from the shipped files when not given).
     Each run's lines are appended as one block as it finishes, only those the log still lacks,
     so a resumed or concurrent grid never duplicates a line. ``count`` neurons are pruned per run
     (default: the paper's 1000). Returns a :class:`GridSummary`.
     """
     import torch
-    import toy_pruning
     from tqdm import tqdm
-    from pruning_toolkit import runtime
+    from pruning_toolkit import runtime, toy_run
 
     start = time.perf_counter()
     device = torch.device(device)
@@ -222,10 +221,10 @@ def run_grid(runs, log_path, device="cpu", jobs=1, noisy_sigma=0.0, rank_log=Fal
         prepared = dict(prepared or {})
         for dataset in dict.fromkeys(run.dataset for run in todo):
             if dataset not in prepared:
-                prepared[dataset] = toy_pruning.prepare(dataset, device)
+                prepared[dataset] = toy_run.prepare(dataset, device)
         jobs = 1 if device.type == "cuda" else max(1, min(jobs, len(todo)))
         options = dict(noisy_sigma=noisy_sigma, rank_log=rank_log,
-                       count=toy_pruning.PRUNED_NEURONS if count is None else count)
+                       count=PRUNED_NEURONS if count is None else count)
         done = 0
         with tqdm(total=len(todo), unit="run", disable=not progress, smoothing=0.05) as bar:
             with closing(_results(todo, prepared, options, jobs)) as results:  # workers stop on any exit
@@ -259,18 +258,17 @@ def figure_runs(runs, log_path, device="cpu", noisy_sigma=0.0, prepared=None, co
     """Run ``runs`` in this process for a figure: ``[(dataset, training X, [(criterion, RunResult)])]``
     per dataset, in order. The runs' lines the log does not hold yet are appended to it."""
     import torch
-    import toy_pruning
-    from pruning_toolkit import runtime
+    from pruning_toolkit import runtime, toy_run
     device = torch.device(device)
     prepared = dict(prepared or {})
-    count = toy_pruning.PRUNED_NEURONS if count is None else count
+    count = PRUNED_NEURONS if count is None else count
     rows = {}
     with toy_log.AppendLog(log_path, log_sigma(noisy_sigma)) as log:
         for run in runs:
             with runtime.one_cpu_thread(device):
                 if run.dataset not in prepared:
-                    prepared[run.dataset] = toy_pruning.prepare(run.dataset, device)
-                result = toy_pruning.run(prepared[run.dataset], run.criterion, run.samples_per_class, run.seed,
+                    prepared[run.dataset] = toy_run.prepare(run.dataset, device)
+                result = toy_run.run(prepared[run.dataset], run.criterion, run.samples_per_class, run.seed,
                                          noisy_sigma=noisy_sigma, count=count)
             log.append_missing(result.lines)
             rows.setdefault(run.dataset, []).append((run.criterion, result))

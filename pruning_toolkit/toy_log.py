@@ -24,14 +24,8 @@ try:
 except ImportError:  # Windows: appends in append mode, without a lock
     fcntl = None
 
-import toy_datasets
 from pruning_toolkit.files import write_atomically
-
-DATASETS = toy_datasets.DATASETS
-CRITERIA = ("lrp", "taylor", "grad", "weight")
-SCENARIOS = ("train", "test")
-RANK_SCENARIO = "rankselection"
-STAGES = ("pre", "post")
+from pruning_toolkit.toy_vocabulary import CRITERIA, DATASETS, NUM_CLASSES, RANK_SCENARIO, SCENARIOS, STAGES
 
 _NAME = r"[A-Za-z0-9_.]+"
 _KEY = re.compile(rf"(?P<run>dataset:{_NAME}-criterion:{_NAME}-n:\d+-s:\d+)"
@@ -500,7 +494,7 @@ class LogRecord:
 
     @property
     def samples_per_class(self):
-        return self.total_samples // toy_datasets.NUM_CLASSES[self.dataset]
+        return self.total_samples // NUM_CLASSES[self.dataset]
 
     @property
     def key(self):
@@ -517,7 +511,7 @@ def parse_line(text):
         raise ValueError(f"unknown dataset {fields['dataset']!r}")
     if fields["criterion"] not in CRITERIA:
         raise ValueError(f"unknown criterion {fields['criterion']!r}")
-    classes = toy_datasets.NUM_CLASSES[fields["dataset"]]
+    classes = NUM_CLASSES[fields["dataset"]]
     if int(fields["n"]) < classes or int(fields["n"]) % classes:
         raise ValueError(f"n:{fields['n']} is not a positive multiple of the {classes} classes "
                          f"of {fields['dataset']}")

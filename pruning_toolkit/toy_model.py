@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-import toy_datasets
-from pruning_toolkit import files, runtime
+from pruning_toolkit import files, runtime, toy_data
 from pruning_toolkit.cli import OneLineErrorParser
+from pruning_toolkit.toy_vocabulary import DATASETS, NUM_CLASSES
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models"
 RETRAINED_DIR = MODEL_DIR.with_name("models-retrained")
@@ -39,12 +39,28 @@ def build_model(num_classes, hidden_width=HIDDEN_WIDTH):
     )
 
 
+def hidden_layer_indices(model):
+    """Positions in ``model`` (an ``nn.Sequential``) of the Linear layers whose neurons are pruned."""
+    linear_indices = [i for i, layer in enumerate(model) if isinstance(layer, nn.Linear)]
+    return linear_indices[:-1]
+
+
+def hidden_widths(model):
+    """The number of neurons of each hidden Linear layer (the real size of a pruned model)."""
+    return [model[i].out_features for i in hidden_layer_indices(model)]
+
+
 def accuracy(model, X, y):
     """Accuracy in percent of ``model`` (eval mode) on numpy or torch inputs."""
     X, y = torch.as_tensor(X), torch.as_tensor(y)
     with runtime.eval_mode(model), torch.no_grad():
         correct = (model(X).argmax(dim=1) == y).sum().item()
     return 100.0 * correct / len(y)
+
+
+def accuracy_of_logits(logits, y):
+    """Accuracy in percent, computed as :func:`accuracy` does, from logits already computed."""
+    return 100.0 * (logits.argmax(dim=1) == y).sum().item() / len(y)
 
 
 def make_optimizer(model, optimizer):
@@ -109,7 +125,7 @@ def save_model(model, path, **recipe):
 def load_model(dataset, path=None):
     """The shipped trained model of ``dataset`` in eval mode."""
     checkpoint = torch.load(path or model_path(dataset), map_location="cpu", weights_only=True)
-    model = build_model(toy_datasets.NUM_CLASSES[dataset])
+    model = build_model(NUM_CLASSES[dataset])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
@@ -123,9 +139,9 @@ def resume_state_path(out_dir, dataset):
 
 
 def retrain(dataset, epochs, optimizer, out_dir=RETRAINED_DIR, quiet=False, resume=False):
-    X, y = toy_datasets.load_training_set(dataset)
+    X, y = toy_data.load_training_set(dataset)
     torch.manual_seed(TRAINING_SEED)
-    model = build_model(toy_datasets.NUM_CLASSES[dataset])
+    model = build_model(NUM_CLASSES[dataset])
     state_path = resume_state_path(out_dir, dataset)
     if not resume:
         state_path.unlink(missing_ok=True)
@@ -143,8 +159,8 @@ def retrain(dataset, epochs, optimizer, out_dir=RETRAINED_DIR, quiet=False, resu
 def main(argv=None):
     parser = OneLineErrorParser(prog="python -m pruning_toolkit.toy_model",
                                 description="Retrain the toy models on the shipped training sets.")
-    parser.add_argument("--datasets", "--dataset", default="moon,circle,mult",
-                        help="one dataset or a comma-separated subset of moon,circle,mult")
+    parser.add_argument("--datasets", "--dataset", default=",".join(DATASETS),
+                        help="one dataset or a comma-separated subset of " + ",".join(DATASETS))
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
                         help="adam (the shipped models) or sgd (the reference's recipe, with --epochs 10000)")
@@ -158,8 +174,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     datasets = args.datasets.split(",")
     for dataset in datasets:
-        if dataset not in toy_datasets.NUM_CLASSES:
-            parser.error(f"unknown dataset {dataset!r}; choices: {', '.join(toy_datasets.DATASETS)}")
+        if dataset not in NUM_CLASSES:
+            parser.error(f"unknown dataset {dataset!r}; choices: {', '.join(DATASETS)}")
     if args.epochs < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--epochs and --threads must be at least 1")
     existing = [str(Path(args.out) / f"{d}.pt") for d in datasets if (Path(args.out) / f"{d}.pt").exists()]

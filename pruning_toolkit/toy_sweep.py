@@ -5,11 +5,8 @@
 """
 from pathlib import Path
 
-import toy_datasets
-from pruning_toolkit import files, toy_log
-
-SAMPLES_PER_CLASS = (1, 2, 5, 10, 20, 50, 100, 200)
-SEEDS = tuple(range(50))
+from pruning_toolkit import files
+from pruning_toolkit.toy_vocabulary import CRITERIA, DATASETS, SAMPLES_PER_CLASS, SEEDS
 
 
 def folder_and_log(ranklog=False, noisy_sigma=0.0):
@@ -33,8 +30,8 @@ def write_scripts(root=".", ranklog=False, noisy_sigma=0.0):
     folder.mkdir(parents=True, exist_ok=True)
     extra = " -rl" if ranklog else (f" -nt {noisy_sigma:g}" if noisy_sigma > 0 else "")
     written = []
-    for dataset in toy_datasets.DATASETS:
-        for criterion in toy_log.CRITERIA:
+    for dataset in DATASETS:
+        for criterion in CRITERIA:
             lines = ["#!/bin/bash", f"mkdir -p {Path(log).parent.as_posix()}"]
             lines += [f"python main.py -d {dataset} -c {criterion} -n {n} -s {seed} -l {log}{extra}"
                       for n in SAMPLES_PER_CLASS for seed in SEEDS]

@@ -1,11 +1,10 @@
-"""Make the repository root and the examples importable when the tests run without ``pip install -e .``."""
+"""Make the repository root importable when the tests run without ``pip install -e .``."""
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT, ROOT / "examples"):   # the example scripts import their shared modules by name
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402

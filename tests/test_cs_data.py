@@ -9,15 +9,10 @@ import pytest
 import tifffile
 
 import msd
+from pruning_toolkit.experiments import cs_data as gen
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "generate_example_data.py"
-
-
-if str(SCRIPT.parent) not in sys.path:
-    sys.path.insert(0, str(SCRIPT.parent))
-
-import generate_example_data as gen  # noqa: E402
 
 
 def spec_reference(counts, n=256, seed=12345):

@@ -12,18 +12,15 @@ import tifffile
 import torch
 
 import msd
+from pruning_toolkit.experiments import cs_data as generate_example_data
+from pruning_toolkit.experiments import fcn_segmentation
+from pruning_toolkit.experiments import msd_pruning as prune_example_msd
+from pruning_toolkit.experiments import pruning_run as pruning_experiment
+from pruning_toolkit.experiments import resnet_pruning as prune_example_resnet50
+from pruning_toolkit.experiments import results as plot_results
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
-
-import fcn_segmentation  # noqa: E402
-import generate_example_data  # noqa: E402
-import plot_results  # noqa: E402
-import prune_example_msd  # noqa: E402
-import prune_example_resnet50  # noqa: E402
-import pruning_experiment  # noqa: E402
 
 LABELS = ("LEAN", "indivL1", "indivSV")
 
@@ -244,7 +241,7 @@ def test_plot_entry_rejects_a_file_of_another_layout(tmp_path, capsys):
 
 
 def test_training_continues_from_a_checkpoint_with_its_weights_and_epoch(tmp_path, quick_data, capsys):
-    import train_example_msd
+    from pruning_toolkit.experiments import msd_training as train_example_msd
     first, second = tmp_path / "first.torch", tmp_path / "second.torch"
     common = ["--data", quick_data, "--depth", "4", "--dilations", "1-2", "--epochs", "1",
               "--threads", "1", "--quiet", "--train-images", "5", "--val-images", "5"]
@@ -264,7 +261,7 @@ def test_training_continues_from_a_checkpoint_with_its_weights_and_epoch(tmp_pat
 @pytest.fixture(scope="module")
 def small_msd(quick_data, tmp_path_factory):
     """An MS-D of depth 4 trained one epoch on 5 quick images (a start model for full-mode runs)."""
-    import train_example_msd
+    from pruning_toolkit.experiments import msd_training as train_example_msd
     path = tmp_path_factory.mktemp("model") / "msd_d4.torch"
     train_example_msd.main([str(a) for a in ["--data", quick_data, "--out", path, "--depth", "4", "--epochs", "1",
                                              "--train-images", "5", "--val-images", "5", "--threads", "1", "--quiet"]])

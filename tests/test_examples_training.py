@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import generate_example_data
-import train_example_msd
+from pruning_toolkit.experiments import cs_data as generate_example_data
+from pruning_toolkit.experiments import msd_training as train_example_msd
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def train(data, out, *extra):
 def test_an_interrupted_run_resumed_equals_the_uninterrupted_run(tmp_path, data, monkeypatch):
     assert train(data, tmp_path / "straight.torch", "--epochs", "3") == 0
     # interrupted after epoch 2: the epoch loop is cut short, then --resume finishes it
-    real_save = train_example_msd.msd.MSDSegmentationModel.save
+    real_save = train_example_msd.msd_network.MSDSegmentationModel.save
     saved = []
 
     def save_then_stop(self, path, epoch, **extra):
@@ -39,7 +39,7 @@ def test_an_interrupted_run_resumed_equals_the_uninterrupted_run(tmp_path, data,
             saved.append(epoch)
             if epoch == 2:
                 raise KeyboardInterrupt
-    monkeypatch.setattr(train_example_msd.msd.MSDSegmentationModel, "save", save_then_stop)
+    monkeypatch.setattr(train_example_msd.msd_network.MSDSegmentationModel, "save", save_then_stop)
     assert train(data, tmp_path / "resumed.torch", "--epochs", "3") == 130
     monkeypatch.undo()
     assert train(data, tmp_path / "resumed.torch", "--epochs", "3", "--resume") == 0

@@ -11,6 +11,7 @@ pytest.importorskip("numba", reason="numba is not installed: the compiled engine
 
 import graph_algorithms as ga  # noqa: E402
 from graph_engines_numba import NumbaChainFinder  # noqa: E402
+from pruning_toolkit import chains  # noqa: E402
 from test_graph_algorithms import GRAPH_KINDS, random_dag, simple_lean_extraction, tied_weights  # noqa: E402
 
 
@@ -22,8 +23,8 @@ def same_extraction(result, reference):
 
 def test_fast_engine_is_numba_when_installed():
     graph = ga.graph_from_matrix(np.triu(np.full((3, 3), 2.0), 1))
-    assert isinstance(ga._chain_finder(graph, "fast"), NumbaChainFinder)
-    assert isinstance(ga._chain_finder(graph, "numba"), NumbaChainFinder)
+    assert isinstance(chains._chain_finder(graph, "fast"), NumbaChainFinder)
+    assert isinstance(chains._chain_finder(graph, "numba"), NumbaChainFinder)
 
 
 @settings(max_examples=60, deadline=None)
@@ -154,7 +155,7 @@ def test_bad_cache_size_and_negative_weights():
     with pytest.raises(ValueError, match="nonnegative"):
         NumbaChainFinder(negative)
     # the dispatcher sends negative weights to the reference engine
-    assert isinstance(ga._chain_finder(negative, "numba"), ga.ReferenceChainFinder)
+    assert isinstance(chains._chain_finder(negative, "numba"), ga.ReferenceChainFinder)
 
 
 def test_stack_regrowth_keeps_results_exact():
@@ -179,7 +180,7 @@ def test_stack_regrowth_keeps_results_exact():
 
 def test_node_records_are_zeroed_cache_line_rows():
     # each node's hot fields must share one 64-byte line: rows aligned, one float64 per field
-    from graph_engines_numba import NODE_FIELDS, _aligned_records
+    from pruning_toolkit.chains_numba import NODE_FIELDS, _aligned_records
     for n in (1, 7, 1000):
         records = _aligned_records(n, NODE_FIELDS)
         assert records.shape == (n, NODE_FIELDS) and records.flags.c_contiguous

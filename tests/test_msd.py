@@ -1,6 +1,5 @@
 """MS-D network (msd.py): forward/backward against an explicit per-layer reference, pruning
 masks, msd_pytorch's checkpoint layout, save/load, the real msd_pytorch checkpoint, data."""
-import importlib.util
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
 
 import msd
+from pruning_toolkit import msd_network
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_NAME = "msd_pytorch_checkpoint_cs_d50.torch"
@@ -123,7 +123,7 @@ def test_gradcheck_small_network():
     module = random_module(2, 2, 3, 1, [1, 2, 3])
     x = torch.randn(1, 2, 5, 4, dtype=torch.double, requires_grad=True)
     bias, weight1 = module.msd_block.bias, module.msd_block.weight1
-    block = msd._MSDBlockFunction.apply
+    block = msd_network._MSDBlockFunction.apply
     assert torch.autograd.gradcheck(
         lambda inp, b, w1: block(inp, (1, 2, 3), (None, None, None), b, module.msd_block.weight0, w1,
                                  module.msd_block.weight2), (x, bias, weight1))
@@ -403,11 +403,8 @@ def test_real_msd_pytorch_checkpoint_loads_and_fine_tunes():
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location(
-        "generate_example_data", ROOT / "examples" / "generate_example_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from pruning_toolkit.experiments import cs_data
+    return cs_data
 
 
 def test_real_checkpoint_pixel_accuracy_on_cs_test_set():

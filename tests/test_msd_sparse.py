@@ -8,6 +8,7 @@ from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
 
 import msd
+from pruning_toolkit import msd_network
 import pruning_algorithms as lean
 from lean_helpers import random_msd
 
@@ -55,10 +56,10 @@ def batches(seed, c_in=1, count=3, size=12):
 
 
 def train(model, data, threshold, monkeypatch, compiled=True):
-    monkeypatch.setattr(msd, "SPARSE_READ_BELOW", threshold)
+    monkeypatch.setattr(msd_network, "SPARSE_READ_BELOW", threshold)
     if threshold == ALWAYS_SPARSE:
-        monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
-    monkeypatch.setattr(msd, "USE_COMPILED_KERNELS", compiled)
+        monkeypatch.setattr(msd_network, "DENSE_BLOCK_ABOVE", float("inf"))
+    monkeypatch.setattr(msd_network, "USE_COMPILED_KERNELS", compiled)
     losses = [model.learn(x, y) for x, y in data]
     monkeypatch.undo()
     return losses
@@ -84,7 +85,7 @@ PRUNED_MODELS = {"lean 0.3": lambda: lean_pruned(1, 0.3), "lean 0.08": lambda: l
 
 
 @pytest.mark.parametrize("name", PRUNED_MODELS)
-@pytest.mark.parametrize("threshold", [ALWAYS_SPARSE, msd.SPARSE_READ_BELOW])
+@pytest.mark.parametrize("threshold", [ALWAYS_SPARSE, msd_network.SPARSE_READ_BELOW])
 @pytest.mark.parametrize("compiled", [True, False], ids=["numba kernels", "matrix products"])
 def test_adam_steps_of_the_fast_path_equal_dense_masked_training(name, threshold, compiled, monkeypatch):
     model = PRUNED_MODELS[name]()
@@ -122,7 +123,7 @@ def test_heavily_pruned_network_reads_few_channels_and_skips_dead_layers():
 
 def test_a_layer_reading_only_dead_channels_is_skipped_exactly(monkeypatch):
     """Kernels left unpruned on a constant-zero channel are not read; their gradients stay zero."""
-    monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
+    monkeypatch.setattr(msd_network, "DENSE_BLOCK_ABOVE", float("inf"))
     model = random_msd(4, c_in=1, c_out=3, depth=5, dilations=(1, 2))
     block = model.msd.msd_block
     with torch.no_grad():
@@ -145,7 +146,7 @@ def test_a_layer_reading_only_dead_channels_is_skipped_exactly(monkeypatch):
 
 def test_constant_channel_of_a_layer_with_a_live_positive_bias(monkeypatch):
     """A layer whose kernels are all pruned but whose bias is not outputs relu(bias)."""
-    monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
+    monkeypatch.setattr(msd_network, "DENSE_BLOCK_ABOVE", float("inf"))
     model = random_msd(6, c_in=1, c_out=3, depth=4, dilations=(1, 2))
     block = model.msd.msd_block
     with torch.no_grad():
@@ -160,7 +161,7 @@ def test_constant_channel_of_a_layer_with_a_live_positive_bias(monkeypatch):
 
 
 def test_reads_follow_mask_changes(monkeypatch):
-    monkeypatch.setattr(msd, "DENSE_BLOCK_ABOVE", float("inf"))
+    monkeypatch.setattr(msd_network, "DENSE_BLOCK_ABOVE", float("inf"))
     model = lean_pruned(8, 0.3, depth=10)
     block = model.msd.msd_block
     before = [None if r is None else r.clone() for r in block.live_reads()]
@@ -176,7 +177,7 @@ def test_reads_follow_mask_changes(monkeypatch):
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["numba kernels", "matrix products"])
 def test_gradcheck_of_sparse_reads(compiled, monkeypatch):
-    monkeypatch.setattr(msd, "USE_COMPILED_KERNELS", compiled)
+    monkeypatch.setattr(msd_network, "USE_COMPILED_KERNELS", compiled)
     torch.manual_seed(0)
     x = torch.randn(2, 2, 5, 6, dtype=torch.double, requires_grad=True)
     bias = torch.randn(4, dtype=torch.double, requires_grad=True)
@@ -185,7 +186,7 @@ def test_gradcheck_of_sparse_reads(compiled, monkeypatch):
                for r in reads]
     with torch.no_grad():
         bias[2] = 0.5                         # the layer reading nothing is a live constant
-    function = msd._MSDBlockFunction.apply
+    function = msd_network._MSDBlockFunction.apply
     assert torch.autograd.gradcheck(lambda inp, b, *w: function(inp, (1, 2, 1, 3), reads, b, *w),
                                     (x, bias, *weights))
 

@@ -17,7 +17,7 @@ SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(enc
 def checkout_like(tmp_path_factory):
     """A working folder that holds what the snippets read, as a fresh checkout would after
     ``python examples/generate_example_data.py`` (fewer, smaller images, for speed)."""
-    import generate_example_data
+    from pruning_toolkit.experiments import cs_data as generate_example_data
     folder = tmp_path_factory.mktemp("checkout")
     generate_example_data.generate_example_data(folder / "examples" / "data", {"train": 10, "val": 2, "test": 2}, 64)
     (folder / "examples" / "trained_models").mkdir(parents=True)

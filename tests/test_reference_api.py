@@ -5,7 +5,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -118,7 +117,7 @@ for step in range(1, nsteps + 1):
 
 
 def test_a_reference_style_script_runs_with_only_the_import_changed(tmp_path):
-    import generate_example_data
+    from pruning_toolkit.experiments import cs_data as generate_example_data
     data = tmp_path / "data"
     generate_example_data.generate_example_data(data, {"train": 5, "val": 1, "test": 2}, 32)
     script = tmp_path / "prune_reference_style.py"

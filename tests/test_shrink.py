@@ -10,9 +10,9 @@ import msd
 import pruning_algorithms as lean
 import pruning_utils
 from lean_helpers import NARROW, random_msd, randomize_batchnorms
-from pruning_toolkit import shrink as shrink_module
+from pruning_toolkit import layer_rules
 from msd import SparseMSDBlock2d
-from pruning_toolkit.shrink import count_parameters, shrink
+from pruning_toolkit.shrinking import count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -223,7 +223,7 @@ class ScaledConv(nn.Module):
         return torch.nn.functional.conv2d(x, self.weight * self.scale, padding=1)
 
 
-class ScaledConvRule(graph_tracing.ChannelRule):
+class ScaledConvRule(layer_rules.LayerRule):
     def trace(self, tracer, module, path, inputs, output):
         source = tracer.single_input(inputs, module, path)
         traced = tracer.add_layer(module, "weight", source, path, output)
@@ -231,21 +231,27 @@ class ScaledConvRule(graph_tracing.ChannelRule):
         return tracer.layer_output(traced, source)
 
 
-def test_a_registered_rule_and_surgery_make_a_custom_layer_prunable_and_shrinkable(monkeypatch):
+class ShrinkableScaledConvRule(ScaledConvRule):
+    """The same channel rule, with the surgery of a convolution: one object per layer type."""
+
+    restrict = layer_rules.ConvRule.restrict
+    cut = layer_rules.ConvRule.cut
+
+
+def test_a_registered_rule_and_surgery_make_a_custom_layer_prunable_and_shrinkable():
     torch.manual_seed(5)
     model = nn.Sequential(ScaledConv(2, 6), nn.ReLU(), ScaledConv(6, 3))
     x = torch.randn(1, 2, 8, 8)
     with pytest.raises(ValueError, match=r"conv2d in module '0' \(ScaledConv\) is a convolution or BatchNorm outside"):
         graph_tracing.trace_channel_graph(model, x)
-    monkeypatch.setitem(graph_tracing.CHANNEL_RULES, ScaledConv, ScaledConvRule())
-    graph = graph_tracing.trace_channel_graph(model, x)
+    rules = {ScaledConv: ScaledConvRule()}          # for this call only: no global state
+    graph = graph_tracing.trace_channel_graph(model, x, rules=rules)
     assert [len(layer.out_nodes) for layer in graph.layers] == [6, 3] and graph.num_nodes == 2 + 6 + 3
     keep = torch.ones(6, 2, 3, 3)
     keep[[0, 4]] = 0
     pruning_utils.apply_mask(model[0], "weight", keep)
     with pytest.raises(ValueError, match="no surgery is registered for ScaledConv"):
-        shrink(model, x)
-    monkeypatch.setitem(shrink_module.SURGERIES, ScaledConv, shrink_module.ConvSurgery())
-    shrunk, report = shrink(model, x)
+        shrink(model, x, rules=rules)
+    shrunk, report = shrink(model, x, rules={ScaledConv: ShrinkableScaledConvRule()})
     assert shrunk[0].weight.shape == (4, 2, 3, 3) and shrunk[2].weight.shape == (3, 4, 3, 3)
     torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))

@@ -5,7 +5,7 @@ import torch
 from matplotlib import image
 from scipy import stats
 
-import toy_analysis
+from pruning_toolkit import toy_analysis
 from pruning_toolkit import toy_grid
 from pruning_toolkit import toy_log
 from test_toy_grid import WIDTH, expected_lines, read_lines, tiny_prepared

@@ -144,15 +144,14 @@ GRID_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
     import test_toy_grid
-    import toy_pruning
-    from pruning_toolkit import toy_grid
-    run = toy_pruning.run
+    from pruning_toolkit import toy_grid, toy_run
+    run = toy_run.run
 
     def slow_run(*args, **kwargs):  # at least 20 ms a run, so that the grid is still running when killed
         time.sleep(0.02)
         return run(*args, **kwargs)
 
-    toy_pruning.run = slow_run
+    toy_run.run = slow_run
     runs = toy_grid.parse_grid(*test_toy_grid.KILLED_GRID)
     toy_grid.run_grid(runs, sys.argv[1], jobs=2, prepared=test_toy_grid.tiny_prepared(), count=test_toy_grid.WIDTH)
 """)

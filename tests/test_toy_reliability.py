@@ -17,9 +17,9 @@ import pytest
 
 import main
 import toy_analysis
-import toy_pruning
 from pruning_toolkit import toy_grid
 from pruning_toolkit import toy_log
+from pruning_toolkit import toy_run
 from pruning_toolkit import toy_sweep
 from test_toy_analysis import synthetic_accuracy_lines
 from test_toy_grid import WIDTH, expected_lines, read_lines, tiny_prepared
@@ -38,10 +38,10 @@ def prepared():
 @pytest.fixture
 def fast_runs(monkeypatch, prepared):
     """main.py's runs on the small untrained models of test_toy_grid (40 of 120 neurons pruned)."""
-    run = toy_pruning.run
-    monkeypatch.setattr(toy_pruning, "prepare", lambda dataset, device="cpu", **kwargs: prepared[dataset])
-    monkeypatch.setattr(toy_pruning, "run", lambda *args, **kwargs: run(*args, **{**kwargs, "count": WIDTH}))
-    monkeypatch.setattr(toy_pruning, "PRUNED_NEURONS", WIDTH)
+    run = toy_run.run
+    monkeypatch.setattr(toy_run, "prepare", lambda dataset, device="cpu", **kwargs: prepared[dataset])
+    monkeypatch.setattr(toy_run, "run", lambda *args, **kwargs: run(*args, **{**kwargs, "count": WIDTH}))
+    monkeypatch.setattr(toy_grid, "PRUNED_NEURONS", WIDTH)
 
 
 def cli(capsys, *args):
@@ -326,16 +326,16 @@ TERM_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
     import test_toy_grid
-    import toy_pruning
+    from pruning_toolkit import toy_run
     import main
-    run, prepared = toy_pruning.run, test_toy_grid.tiny_prepared()
+    run, prepared = toy_run.run, test_toy_grid.tiny_prepared()
 
     def slow_run(*args, **kwargs):  # at least 50 ms a run: the grid is still running when it is stopped
         time.sleep(0.05)
         return run(*args, **{{**kwargs, "count": test_toy_grid.WIDTH}})
 
-    toy_pruning.run = slow_run
-    toy_pruning.prepare = lambda dataset, device="cpu", **kwargs: prepared[dataset]
+    toy_run.run = slow_run
+    toy_run.prepare = lambda dataset, device="cpu", **kwargs: prepared[dataset]
     sys.exit(main.main(["-d", "moon", "-c", "all", "-n", "1,2", "-s", "0-49", "-j", "2", "-q", "--device", "cpu",
                         "-l", sys.argv[1]]))
 """)

@@ -26,14 +26,13 @@ except ImportError:  # Windows: no folder lock
     fcntl = None
 from tqdm import tqdm
 
-import _paths
-import generate_example_data
-import msd
-import plot_results
-from pruning_toolkit.files import check_writable_folder, write_atomically
 from pruning_toolkit import cli, runtime
+from pruning_toolkit.accuracy import get_global_accuracy
 from pruning_toolkit.cli import UsageError
-from train_example_msd import cs_dataset
+from pruning_toolkit.experiments import EXAMPLES_DIR, cs_data
+from pruning_toolkit.experiments import results as plot_results
+from pruning_toolkit.experiments.cs_data import cs_split, has_cs_images
+from pruning_toolkit.files import check_writable_folder, write_atomically
 
 METHODS = ("lean", "indivL1", "indivSV")
 # how each method is named in the pruned models' file names and in results.csv (the reference's)
@@ -42,10 +41,11 @@ RESULTS_CSV = "results.csv"
 RUN_RECORD = "run.json"
 # run.json keys that must agree for --resume to continue a run
 RUN_SETTINGS = ("model", "train_images", "test_images", "epochs", "steps", "ratio", "batch_size", "seed")
-QUICK_DIR = _paths.EXAMPLES_DIR / "quick"
+REPO_ROOT = EXAMPLES_DIR.parent
+QUICK_DIR = EXAMPLES_DIR / "quick"
 QUICK_DATA = dict(counts={"train": 20, "val": 5, "test": 5}, size=64)
 # defaults of the flags left at None, per mode; the scripts add their architecture's own
-FULL_DEFAULTS = dict(method="lean", steps=15, epochs=3, data=_paths.EXAMPLES_DIR / "data")
+FULL_DEFAULTS = dict(method="lean", steps=15, epochs=3, data=EXAMPLES_DIR / "data")
 # one thread: tiny tensors gain nothing from more, and on a busy machine OpenMP threads that
 # wait for each other make a small network many times slower
 QUICK_DEFAULTS = dict(method="all", steps=3, epochs=1, train_epochs=2, threads=1, data=QUICK_DIR / "data")
@@ -78,7 +78,7 @@ class PruningSetup:
 
     def accuracy(self, model):
         """Pixel accuracy on the test set."""
-        return msd.get_global_accuracy(model, self.test_loader)
+        return get_global_accuracy(model, self.test_loader)
 
     def save(self, model, path, epoch):
         """Write ``{"epoch", "state_dict", "optimizer"}`` to ``path`` atomically."""
@@ -178,12 +178,6 @@ def selected_labels(method):
 
 # ================================================================================== data
 
-def has_cs_images(data_dir):
-    """Whether every split of ``data_dir`` holds noisy and label TIFFs."""
-    return all(any((Path(data_dir) / split / kind).glob("*.tif*"))
-               for split in generate_example_data.SPLITS for kind in ("noisy", "label"))
-
-
 def ensure_quick_data(data_dir, size, seed, quiet):
     """Generate the small CS set of --quick into ``data_dir`` unless it already holds images.
 
@@ -197,22 +191,12 @@ def ensure_quick_data(data_dir, size, seed, quiet):
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc="CS images", leave=False))
     partial = data_dir.with_name(f".{data_dir.name}.{os.getpid()}.partial")
     try:
-        generate_example_data.generate_example_data(partial, counts, size, seed, progress)
+        cs_data.generate_example_data(partial, counts, size, seed, progress)
         if data_dir.exists() and not any(data_dir.iterdir()):
             data_dir.rmdir()
         os.replace(partial, data_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-
-
-def cs_split(data_dir, split, limit=None):
-    """One split of the CS data; a clear FileNotFoundError when the folder holds no images."""
-    try:
-        return cs_dataset(Path(data_dir), split, limit)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"data folder {data_dir} holds no CS {split} images ({error}); make them with "
-            f"python examples/generate_example_data.py --out {data_dir}") from None
 
 
 def cs_loaders(args):
@@ -365,7 +349,7 @@ def command_line(script, argv=None):
 def repository_path(path):
     """``path`` relative to the repository when it lies inside it, else as given."""
     resolved = Path(path).resolve()
-    return resolved.relative_to(_paths.REPO_ROOT).as_posix() if resolved.is_relative_to(_paths.REPO_ROOT) else str(path)
+    return resolved.relative_to(REPO_ROOT).as_posix() if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
 class RunRecord:
@@ -377,7 +361,7 @@ class RunRecord:
         settings = dict(command=args.command, model=repository_path(args.model), train_images=train_images,
                         test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
                         batch_size=args.batch_size, seed=args.seed, methods=selected_labels(args.method),
-                        device=str(msd.resolve_device(args.device)), threads=torch.get_num_threads(), seconds=0.0)
+                        device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads(), seconds=0.0)
         settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
                              f"{args.epochs} epochs per step, {args.steps} steps, {test_images} test images")
         earlier = self._read() if resume else None

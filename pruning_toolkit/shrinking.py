@@ -3,8 +3,8 @@
 Masking (what the pruning methods do) leaves a model as large and slow as before.
 :func:`shrink` traces the model (``graph_tracing``), finds the channels that are exactly zero
 for every input, and cuts them out of every module that produces or reads them: convolution
-rows and columns, BatchNorm entries, biases. MS-D's dense block becomes a
-:class:`msd.SparseMSDBlock2d` that keeps only live layers and, for each, only the inputs whose
+rows and columns, BatchNorm entries, biases (each module by the ``cut`` of its layer rule).
+MS-D's dense block becomes a ``SparseMSDBlock2d`` that keeps only live layers and, for each, only the inputs whose
 convolution is not pruned (LEAN leaves a few per layer, so this is where MS-D gets faster).
 The result computes the same outputs (checked on the example input) with fewer parameters
 and MACs.
@@ -24,12 +24,10 @@ import torch
 from prettytable import PrettyTable
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from torch import nn
 from torch.nn.utils import prune
 
 from pruning_toolkit import graph_tracing, runtime
-from msd import SparseMSDBlock2d
-from pruning_toolkit.masks import masked_weight
+from pruning_toolkit.masks import masked_weight, nonzero_kernels
 
 # ============================================================================================
 # Which channels go
@@ -52,17 +50,11 @@ def _channel_offsets(traced):
     return offset.numpy()
 
 
-def live_kernels(traced):
-    """(out, in) bool: which convolutions of a traced layer are not all zero."""
-    weight = masked_weight(traced.layer.module, traced.layer.name)
-    return weight.reshape(weight.shape[0], weight.shape[1], -1).ne(0).any(dim=2).cpu().numpy()
-
-
 def zero_channels(network):
     """Bool over the traced nodes: which channels are exactly zero whatever the input."""
     live = np.zeros(network.num_nodes, dtype=bool)
     live[network.input_nodes] = True
-    kernels = [live_kernels(traced) for traced in network.layers]
+    kernels = [nonzero_kernels(traced.layer) for traced in network.layers]
     offsets = [_channel_offsets(traced) != 0 for traced in network.layers]
     into, source = network.skip_edges[:, 0], network.skip_edges[:, 1]
     while True:
@@ -88,140 +80,9 @@ def channels_to_keep(network):
         keep = slot_kept[slot]
         before = keep.copy()
         for record in network.records:
-            surgery_of(record.module).restrict(record, keep)
+            record.rule.restrict(record, keep)
         if np.array_equal(before, keep):
             return keep
-
-
-# ============================================================================================
-# Surgery on one module (a small registry, like the channel rules of graph_tracing)
-# ============================================================================================
-
-
-class Surgery:
-    """How to cut channels out of one kind of leaf module; see :func:`register_surgery`.
-
-    ``restrict`` may force more channels to stay (``keep`` is a bool array over graph nodes);
-    ``apply`` cuts the module of a :class:`graph_tracing.ModuleRecord` down to the kept channels
-    and returns it, or a replacement module."""
-
-    def restrict(self, record, keep):
-        pass
-
-    def apply(self, record, keep):
-        raise NotImplementedError
-
-
-SURGERIES = {}
-
-
-def register_surgery(module_type, surgery):
-    """Use ``surgery`` for modules of ``module_type`` (class or "module.QualName") and subclasses."""
-    SURGERIES[module_type] = surgery
-
-
-def surgery_of(module):
-    surgery = graph_tracing.registered_for(SURGERIES, module)
-    if surgery is not None:
-        return surgery
-    raise ValueError(f"shrink: no surgery is registered for {type(module).__name__}; "
-                     f"register one with shrink.register_surgery")
-
-
-def _slice_tensor(module, name, keep_per_dim, new_name=None):
-    """Replace parameter or buffer ``name`` by its entries kept along each (dim, bool mask);
-    a torch.nn.utils.prune mask is sliced the same way and re-applied."""
-    def cut(tensor):
-        for dim, keep in keep_per_dim:
-            tensor = tensor.index_select(dim, torch.from_numpy(np.flatnonzero(keep)).to(tensor.device))
-        return tensor
-
-    new_name = new_name or name
-    if name in module._buffers:
-        module._buffers[new_name] = cut(module._buffers.pop(name))
-        return
-    mask = getattr(module, name + "_mask", None)
-    if mask is not None:
-        prune.remove(module, name)
-        mask = cut(mask)
-    parameter = module._parameters.pop(name)
-    module.register_parameter(new_name, nn.Parameter(cut(parameter.detach()).clone(),
-                                                     requires_grad=parameter.requires_grad))
-    if mask is not None:
-        prune.custom_from_mask(module, new_name, mask)
-
-
-class ConvSurgery(Surgery):
-    def restrict(self, record, keep):
-        out_nodes = record.data.layer.out_nodes
-        if not keep[out_nodes].any():
-            keep[out_nodes[0]] = True            # torch has no zero-channel convolution
-
-    def apply(self, record, keep):
-        module, layer = record.module, record.data.layer
-        out_keep, in_keep = keep[layer.out_nodes], keep[layer.in_nodes]
-        _slice_tensor(module, "weight", [(0, out_keep), (1, in_keep)])
-        if getattr(module, "bias", None) is not None:
-            _slice_tensor(module, "bias", [(0, out_keep)])
-        module.out_channels, module.in_channels = int(out_keep.sum()), int(in_keep.sum())
-        return module
-
-
-class BatchNormSurgery(Surgery):
-    def apply(self, record, keep):
-        module = record.module
-        out_keep = keep[record.data.layer.out_nodes]
-        names = ["weight", "bias"] if module.affine else []
-        names += ["running_mean", "running_var"] if module.running_mean is not None else []
-        for name in names:
-            _slice_tensor(module, name, [(0, out_keep)])
-        module.num_features = int(out_keep.sum())
-        return module
-
-
-class DenseBlockSurgery(Surgery):
-    """An MS-D block (dense or sparse) becomes a :class:`SparseMSDBlock2d` of its live layers,
-    each reading only its live inputs with a nonzero convolution."""
-
-    def restrict(self, record, keep):
-        for traced in record.data[1]:
-            out_nodes = traced.layer.out_nodes
-            if keep[out_nodes].any():
-                keep[out_nodes] = True               # a layer's width channels go together
-
-    def apply(self, record, keep):
-        module, (input_nodes, layers) = record.module, record.data
-        position = {}                              # node -> index in the new channel list
-        for node in input_nodes[keep[input_nodes]].tolist():
-            position[node] = len(position)
-        kept_layers, layer_inputs, weights = [], [], []
-        for k, traced in enumerate(layers):
-            if not keep[traced.layer.out_nodes].all():
-                continue
-            weight = masked_weight(module, f"weight{k}")
-            reads = live_kernels(traced).any(axis=0) & keep[traced.layer.in_nodes]
-            layer_inputs.append([position[n] for n in traced.layer.in_nodes[reads].tolist()])
-            weights.append(weight[:, torch.from_numpy(np.flatnonzero(reads)).to(weight.device)])
-            kept_layers.append(k)
-            for node in traced.layer.out_nodes.tolist():
-                position[node] = len(position)
-        block = SparseMSDBlock2d(int(keep[input_nodes].sum()), [module.dilations[k] for k in kept_layers],
-                                 layer_inputs, module.width)
-        bias = masked_weight(module, "bias").reshape(-1, module.width)[kept_layers].reshape(-1)
-        reference = masked_weight(module, "bias")
-        block = block.to(device=reference.device, dtype=reference.dtype)
-        with torch.no_grad():
-            block.bias.copy_(bias)
-            for j, weight in enumerate(weights):
-                getattr(block, f"weight{j}").copy_(weight)
-        return block.train(module.training)
-
-
-register_surgery(nn.Conv1d, ConvSurgery())
-register_surgery(nn.Conv2d, ConvSurgery())
-register_surgery(nn.modules.batchnorm._BatchNorm, BatchNormSurgery())
-register_surgery("msd.MSDBlock2d", DenseBlockSurgery())
-register_surgery(SparseMSDBlock2d, DenseBlockSurgery())
 
 
 # ============================================================================================
@@ -269,7 +130,7 @@ def _outputs(model, inputs):
         return graph_tracing.tensors_in(model(*inputs))
 
 
-def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=True):
+def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=True, rules=None):
     """A copy of ``model`` without its dead channels, and a :class:`ShrinkReport`.
 
     ``example_input``: a tensor (or a tuple of the forward's tensors) to trace with; MACs are
@@ -277,19 +138,20 @@ def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=Tr
     if they differ beyond the tolerances (e.g. a module that hard-codes a channel count).
     ``keep_masks``: keep the pruning masks of the remaining weights (fine-tuning keeps pruned
     kernels at zero); False bakes them into plain weights, which is faster for inference.
+    ``rules``: layer rules of this call (``{type: LayerRule}``), before the registered ones.
     """
     inputs = graph_tracing.as_inputs(example_input)
     shrunk = copy.deepcopy(model)
-    network = graph_tracing.trace(shrunk, inputs)
+    network = graph_tracing.trace(shrunk, inputs, rules)
     keep = channels_to_keep(network)
     params_before = count_parameters(shrunk)
     for record in network.records:
-        replacement = surgery_of(record.module).apply(record, keep)
+        replacement = record.rule.cut(record, keep)
         if replacement is not record.module:
             shrunk = _replace_module(shrunk, record.path, replacement)
     if not keep_masks:
         remove_masks(shrunk)
-    after = graph_tracing.trace(shrunk, inputs)
+    after = graph_tracing.trace(shrunk, inputs, rules)
     produced = np.concatenate([t.layer.out_nodes for t in network.layers] + [np.zeros(0, dtype=np.int64)])
     report = ShrinkReport(params_before, count_parameters(shrunk), network.conv_macs, after.conv_macs,
                           len(produced), int(keep[produced].sum()))

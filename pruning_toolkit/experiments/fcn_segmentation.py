@@ -9,23 +9,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import _paths  # noqa: F401  (makes the repository importable from a checkout)
-import fcn_resnet
-import msd
-from pruning_toolkit import masks
+from pruning_toolkit import masks, runtime
+from pruning_toolkit.fcn_resnet import fcn_resnet50
+from pruning_toolkit.msd_network import read_checkpoint, save_checkpoint
 
 # a narrow network of FCN-ResNet50's layout, for --quick runs and tests
 NARROW_SHAPE = dict(blocks_per_layer=(1, 1, 1, 1), layer_widths=(4, 8, 8, 8), stem_channels=8)
 
 
 class FCNSegmentationModel:
-    """``net`` (fcn_resnet.fcn_resnet50) trained with Adam on pixel-wise cross-entropy."""
+    """``net`` (pruning_toolkit.fcn_resnet.fcn_resnet50) trained with Adam on pixel-wise cross-entropy."""
 
     def __init__(self, num_classes, in_channels=1, device=None, **backbone_shape):
-        self.device = msd.resolve_device(device)
+        self.device = runtime.resolve_device(device)
         self.num_classes, self.in_channels = num_classes, in_channels
         self.shape_note = "narrow" if backbone_shape else "full-size"
-        self.net = fcn_resnet.fcn_resnet50(num_classes, in_channels, **backbone_shape).to(self.device)
+        self.net = fcn_resnet50(num_classes, in_channels, **backbone_shape).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters())
         self.criterion = nn.CrossEntropyLoss()
 
@@ -61,11 +60,11 @@ class FCNSegmentationModel:
         state = {**extra, "epoch": int(epoch), "state_dict": self.net.state_dict(),
                  "optimizer": self.optimizer.state_dict()}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        msd.save_checkpoint(state, path)
+        save_checkpoint(state, path)
 
     def load(self, path):
         """Load a checkpoint written by :meth:`save` (pruned or not); returns its epoch."""
-        state = msd.read_checkpoint(path, self.device)
+        state = read_checkpoint(path, self.device)
         state_dict = state["state_dict"]
         self._check_fits(path, state_dict)
         masks.match_pruning(self.net, state_dict)
