@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from pruning_toolkit.masks import masked_weight
+
 
 class LayerRule:
     """The contract of a leaf layer type.
@@ -21,6 +23,8 @@ class LayerRule:
     layers with ``tracer.add_layer`` and keeps what ``cut`` needs with ``tracer.record``.
     ``restrict`` may force more channels to stay (``keep`` is a bool array over graph nodes);
     ``cut`` cuts the recorded module down to the kept channels and returns it, or a replacement.
+    An optional ``explain(explainer, module, inputs, output)`` recomputes the module's output with
+    ``explainer.weighted`` for its weighted layers, so that LRP passes through it (``cnn_lrp``).
     """
 
     def trace(self, tracer, module, path, inputs, output):
@@ -109,6 +113,10 @@ class ConvRule(LayerRule):
                                   channel_params=[bias] if bias else [])
         tracer.record(self, module, path, traced)
         return tracer.layer_output(traced, source)
+
+    def explain(self, explainer, module, inputs, output):
+        bias = masked_weight(module, "bias") if has_parameter(module, "bias") else None
+        return explainer.weighted(module, "weight", inputs[0], module._conv_forward, bias=bias)
 
     def restrict(self, record, keep):
         out_nodes = record.data.layer.out_nodes

@@ -1,5 +1,7 @@
 """Pruning masks in torch.nn.utils.prune's layout (``<name>_orig`` parameter, ``<name>_mask``
 buffer): reading, applying and counting them, and re-creating them when a checkpoint is loaded."""
+import copy
+
 import numpy as np
 import torch
 from torch.nn.utils import prune
@@ -99,3 +101,14 @@ def nonzero_kernels(layer):
     """(out, in) bool array: which convolutions of a graph layer have a weight that is not all zero."""
     weight = masked_weight(layer.module, layer.name)
     return weight.reshape(weight.shape[0], weight.shape[1], -1).ne(0).any(dim=2).cpu().numpy()
+
+
+def copy_model(model):
+    """A deep copy of a (pruned) model. torch.nn.utils.prune keeps each masked weight as a plain
+    attribute computed at the last forward; after a forward with autograd it is not a leaf and
+    deepcopy refuses it, so it is detached first (same values, recomputed at the next forward)."""
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod) and hasattr(module, hook._tensor_name):
+                setattr(module, hook._tensor_name, getattr(module, hook._tensor_name).detach())
+    return copy.deepcopy(model)

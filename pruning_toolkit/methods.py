@@ -6,7 +6,10 @@ whole model, earlier steps included. Each is one line: the channel graph of the 
 FCN-ResNet50, or traced from an example input for any CNN), a :mod:`selection`, and
 :func:`pruning_step.prune_step`. On MS-D and FCN-ResNet50 the generic ``LEAN_SV`` /
 ``IndivSV_Global`` / ``IndivL1_Global`` select exactly what the per-architecture methods select.
+The "Pruning by Explaining" criteria take reference samples as well: ``LRP_Global``,
+``Taylor_Global``, ``Grad_Global``, ``Weight_Global`` and their ``_MSD_3x3`` / ``_ResNet50`` forms.
 """
+from pruning_toolkit.cnn_criteria import CriterionSelection
 from pruning_toolkit.graph_tracing import trace_channel_graph
 from pruning_toolkit.norm_graph import msd_channel_graph, resnet50_channel_graph
 from pruning_toolkit.pruning_step import prune_dead_channel_params, prune_redundant, prune_step
@@ -127,3 +130,46 @@ def prune_batchnorms_ResNet50(model):
 
 def Prune_Redundant_Convolutions_ResNet50(model):
     prune_redundant(resnet50_channel_graph(model))
+
+
+# ============================================================================================
+# The "Pruning by Explaining" criteria (cnn_criteria): lrp, taylor, grad, weight
+# ============================================================================================
+
+def _criterion_methods(criterion, prefix):
+    """``<prefix>_Global`` (any traceable CNN), ``<prefix>_Global_MSD_3x3`` and ``<prefix>_Global_ResNet50``.
+
+    ``reference``: the reference samples, (inputs, targets) or an iterable of such batches
+    (targets: class indices, per pixel for segmentation); ``granularity``: "kernel" (one score
+    per convolution, LEAN's unit) or "filter" (per output channel); ``rule``: the LRP rule."""
+    def generic(model, tot_perc, example_input, reference, Redun=True, verbose=False, *, granularity="kernel",
+                rule="zplus", exclude=(), rules=None):
+        graph = trace_channel_graph(model, example_input, exclude, rules)
+        selection = CriterionSelection(criterion, model, reference, granularity, rule, rules)
+        return _pruned(model, graph, tot_perc, selection, Redun, verbose, f"{prefix}_Global")
+
+    def msd_3x3(model, tot_perc, reference, Redun=True, verbose=False, *, granularity="kernel", rule="zplus"):
+        selection = CriterionSelection(criterion, getattr(model, "net", model), reference, granularity, rule)
+        return _pruned(model, msd_channel_graph(model, include_final_layer=False), tot_perc, selection, Redun,
+                       verbose, f"{prefix}_Global_MSD_3x3")
+
+    def resnet50(model, tot_perc, reference, Redun=True, verbose=False, *, granularity="kernel", rule="zplus"):
+        selection = CriterionSelection(criterion, model, reference, granularity, rule)
+        return _pruned(model, resnet50_channel_graph(model), tot_perc, selection, Redun, verbose,
+                       f"{prefix}_Global_ResNet50")
+
+    methods = []
+    for function, suffix, what in ((generic, "", "any traceable CNN (the graph is traced on example_input)"),
+                                   (msd_3x3, "_MSD_3x3", "the 3x3 layers of an MS-D network"),
+                                   (resnet50, "_ResNet50", "FCN-ResNet50")):
+        function.__name__ = function.__qualname__ = f"{prefix}_Global{suffix}"
+        function.__doc__ = f"Prune {what} by the {criterion} criterion, all layers ranked together.\n\n" + \
+            _criterion_methods.__doc__.split("\n\n", 1)[1]
+        methods.append(function)
+    return methods
+
+
+LRP_Global, LRP_Global_MSD_3x3, LRP_Global_ResNet50 = _criterion_methods("lrp", "LRP")
+Taylor_Global, Taylor_Global_MSD_3x3, Taylor_Global_ResNet50 = _criterion_methods("taylor", "Taylor")
+Grad_Global, Grad_Global_MSD_3x3, Grad_Global_ResNet50 = _criterion_methods("grad", "Grad")
+Weight_Global, Weight_Global_MSD_3x3, Weight_Global_ResNet50 = _criterion_methods("weight", "Weight")

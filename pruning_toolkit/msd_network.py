@@ -391,6 +391,23 @@ class DenseBlockRule(LayerRule):
         tracer.record(self, module, path, (source.nodes, layers))
         return tracer.new_value(nodes, source.depth + module.depth)
 
+    def explain(self, explainer, module, inputs, output):
+        """The block's layers one by one in plain torch ops (symmetric padding by gathering, a
+        dilated convolution, ReLU), each weighted layer through ``explainer.weighted`` (LRP)."""
+        x = inputs[0]
+        sparse, width = getattr(module, "layer_inputs", None), module.width
+        bias = masked_weight(module, "bias")
+        channels = x
+        for k, dilation in enumerate(module.dilations):
+            read = channels if sparse is None else channels[:, torch.as_tensor(sparse[k], dtype=torch.long)]
+            rows = symmetric_index(x.shape[2], dilation, x.device)
+            cols = symmetric_index(x.shape[3], dilation, x.device)
+            padded = read.index_select(2, rows).index_select(3, cols)
+            layer_output = explainer.weighted(module, f"weight{k}", padded, functools.partial(_dilated, dilation=dilation),
+                                              bias=bias[k * width:(k + 1) * width])
+            channels = torch.cat([channels, layer_output.relu()], 1)
+        return channels
+
     def restrict(self, record, keep):
         for traced in record.data[1]:
             out_nodes = traced.layer.out_nodes
@@ -428,6 +445,10 @@ class DenseBlockRule(LayerRule):
 DENSE_BLOCK_RULE = DenseBlockRule()
 register_layer_rule(MSDBlock2d, DENSE_BLOCK_RULE)
 register_layer_rule(SparseMSDBlock2d, DENSE_BLOCK_RULE)
+
+
+def _dilated(input, weight, bias, dilation):
+    return nn.functional.conv2d(input, weight, bias, dilation=dilation)
 
 
 def _pointwise(weight, bias, input):

@@ -16,7 +16,6 @@ inputs and outputs and the inputs of operations that end the traced graph (Linea
 ...) keep their shape. Pruning masks of kept weights are kept (sliced), so a shrunk model
 fine-tunes like the masked one. BatchNorm is taken in eval mode (running statistics).
 """
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from torch.nn.utils import prune
 
 from pruning_toolkit import graph_tracing, runtime
-from pruning_toolkit.masks import masked_weight, nonzero_kernels
+from pruning_toolkit.masks import copy_model, masked_weight, nonzero_kernels
 
 # ============================================================================================
 # Which channels go
@@ -141,7 +140,7 @@ def shrink(model, example_input, check=True, rtol=1e-4, atol=1e-5, keep_masks=Tr
     ``rules``: layer rules of this call (``{type: LayerRule}``), before the registered ones.
     """
     inputs = graph_tracing.as_inputs(example_input)
-    shrunk = copy.deepcopy(model)
+    shrunk = copy_model(model)
     network = graph_tracing.trace(shrunk, inputs, rules)
     keep = channels_to_keep(network)
     params_before = count_parameters(shrunk)

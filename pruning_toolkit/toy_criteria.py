@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pruning_toolkit import lrp, runtime
+from pruning_toolkit.normalisation import NORMALISATIONS
 from pruning_toolkit.toy_model import hidden_layer_indices
 from pruning_toolkit.toy_vocabulary import CRITERIA
 
@@ -76,20 +77,6 @@ def _weight_scores_and_logits(model, X, y):
 
 
 # ---------------------------------------------------------------------------------------------
-# per-layer normalisations
-# ---------------------------------------------------------------------------------------------
-
-def _by_sum(v):
-    """``v / sum(v)``."""
-    return v / v.sum()
-
-
-def _by_l2_norm(v):
-    """``|v| / ||v||_2``."""
-    return v.abs() / torch.linalg.vector_norm(v)
-
-
-# ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
 
@@ -108,10 +95,10 @@ class Criterion:
 
 
 CRITERION_TABLE = {
-    "lrp": Criterion(_lrp_scores_and_logits, _by_sum),
-    "taylor": Criterion(_taylor_scores_and_logits, _by_l2_norm),
-    "grad": Criterion(_grad_scores_and_logits, _by_l2_norm),
-    "weight": Criterion(_weight_scores_and_logits, _by_sum),
+    "lrp": Criterion(_lrp_scores_and_logits, NORMALISATIONS["lrp"]),
+    "taylor": Criterion(_taylor_scores_and_logits, NORMALISATIONS["taylor"]),
+    "grad": Criterion(_grad_scores_and_logits, NORMALISATIONS["grad"]),
+    "weight": Criterion(_weight_scores_and_logits, NORMALISATIONS["weight"]),
 }
 assert tuple(CRITERION_TABLE) == CRITERIA, "one Criterion per name of the vocabulary, in its order"
 

@@ -255,3 +255,13 @@ def test_a_registered_rule_and_surgery_make_a_custom_layer_prunable_and_shrinkab
     shrunk, report = shrink(model, x, rules={ScaledConv: ShrinkableScaledConvRule()})
     assert shrunk[0].weight.shape == (4, 2, 3, 3) and shrunk[2].weight.shape == (3, 4, 3, 3)
     torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))
+
+
+def test_a_model_that_has_just_been_trained_shrinks():
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    x = torch.rand(1, 1, 8, 8)
+    lean.LEAN_SV(model, 0.5, x)
+    model(x).sum().backward()              # the masked weights are now non-leaf tensors
+    shrunk, _ = shrink(model, x)
+    torch.testing.assert_close(outputs(shrunk, x), outputs(model, x))
