@@ -14,6 +14,7 @@ COMMANDS = {
     "lean-prune-msd": "pruning_toolkit.experiments.msd_pruning:report_errors",
     "lean-prune-resnet50": "pruning_toolkit.experiments.resnet_pruning:report_errors",
     "lean-plot-results": "pruning_toolkit.experiments.results:main",
+    "lean-few-samples": "pruning_toolkit.experiments.few_samples:report_errors",
 }
 
 setup(

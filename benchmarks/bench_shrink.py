@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_shrink.py`` (FCN-ResNet50 and MS-D depth 50, kept fractions
 0.5 0.2 0.1 0.05, on the CPU and on CUDA when available). Each model is pruned step by step
 (``--steps`` geometric steps between consecutive fractions, no fine-tuning) with the generic
-LEAN (``--method lean``) or IndivSV, a copy is shrunk at every fraction, and the original and
+LEAN (``--method lean``), IndivSV or a criterion (``--method lrp --granularity filter``), a copy is shrunk at every fraction, and the original and
 the shrunk model are timed in turn on one input (best of ``--repeats`` runs after a
 warm-up; the original is the unpruned model, the shrunk one has its masks baked in with
 ``shrink(..., keep_masks=False)``, as for deployment).
@@ -57,11 +57,26 @@ MODELS = {
 }
 
 
-def prune_to(model, kept, example, method, exclude, fourier_size):
+CRITERIA = {"lrp": pruning_algorithms.LRP_Global, "taylor": pruning_algorithms.Taylor_Global,
+            "grad": pruning_algorithms.Grad_Global, "weight": pruning_algorithms.Weight_Global}
+
+
+@torch.no_grad()
+def own_predictions(model, inputs):
+    """Reference samples for the criteria: the inputs with the model's own per-pixel predictions
+    as targets (this benchmark measures speed, not accuracy)."""
+    model.eval()
+    output = model(inputs)
+    return inputs, (output["out"] if isinstance(output, dict) else output).argmax(1)
+
+
+def prune_to(model, kept, example, method, exclude, fourier_size, reference=None, granularity="kernel"):
     if method == "lean":
         pruning_algorithms.LEAN_SV(model, kept, example, exclude=exclude, fourier_size=fourier_size)
-    else:
+    elif method == "indivsv":
         pruning_algorithms.IndivSV_Global(model, kept, example, exclude=exclude, fourier_size=fourier_size)
+    else:
+        CRITERIA[method](model, kept, example, reference, exclude=exclude, granularity=granularity)
 
 
 def schedule(targets, steps):
@@ -119,10 +134,11 @@ def benchmark_model(name, args, devices):
     baseline = {"params": count_parameters(model), "macs": graph_tracing.trace(model, time_input).conv_macs,
                 "structure": structure(model)}
     print(f"{name}: original {baseline}", flush=True)
+    reference = own_predictions(model, torch.rand(args.reference_images, 1, args.trace_size, args.trace_size))
     rows = []
     for kept, target in schedule(args.kept, args.steps):
         started = time.perf_counter()
-        prune_to(model, kept, trace_input, args.method, exclude, fourier_size)
+        prune_to(model, kept, trace_input, args.method, exclude, fourier_size, reference, args.granularity)
         if target is None:
             continue
         shrunk, _ = shrink(model, trace_input, keep_masks=False)   # inference: masks baked in
@@ -158,7 +174,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["fcn", "msd"])
     parser.add_argument("--kept", nargs="+", type=float, default=[0.5, 0.2, 0.1, 0.05])
-    parser.add_argument("--method", choices=["lean", "indivsv"], default="lean")
+    parser.add_argument("--method", choices=["lean", "indivsv", *CRITERIA], default="lean",
+                        help="LEAN, IndivSV, or a Pruning by Explaining criterion (on --reference-images random "
+                             "inputs labelled by the model's own predictions)")
+    parser.add_argument("--granularity", choices=["kernel", "filter"], default="kernel",
+                        help="what the criteria remove: kernels or whole filters (default kernel)")
+    parser.add_argument("--reference-images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2, help="pruning steps between consecutive fractions")
     parser.add_argument("--fcn-size", type=int, default=128, help="timing input size of FCN-ResNet50")
     parser.add_argument("--msd-size", type=int, default=256, help="timing input size of MS-D")

@@ -202,6 +202,23 @@ def lowest_filters(scores, alive, remove_fraction, graph=None):
 
 
 @dataclass
+class ScoreSelection(Selection):
+    """Prune by given raw scores (one array per graph layer, from :func:`criterion_scores`), so that
+    scores computed once serve several one-shot prunings of copies of the same model."""
+
+    scores: list
+    criterion: str
+    granularity: str = "kernel"
+
+    def select(self, graph, remove_fraction):
+        normalised = normalised_scores(self.scores, self.criterion)
+        alive = [kernel_alive(layer) for layer in graph.layers]
+        if self.granularity == "kernel":
+            return lowest_kernels(normalised, alive, remove_fraction)
+        return lowest_filters(normalised, alive, remove_fraction, graph)
+
+
+@dataclass
 class CriterionSelection(Selection):
     """Prune the live filters or kernels with the lowest normalised criterion scores, all layers
     ranked together; the scores are computed on ``reference`` with the model as it is now."""
@@ -221,8 +238,4 @@ class CriterionSelection(Selection):
     def select(self, graph, remove_fraction):
         scores = criterion_scores(self.model, graph, self.criterion, self.reference, self.granularity,
                                   self.rule, self.rules)
-        normalised = normalised_scores(scores, self.criterion)
-        alive = [kernel_alive(layer) for layer in graph.layers]
-        if self.granularity == "kernel":
-            return lowest_kernels(normalised, alive, remove_fraction)
-        return lowest_filters(normalised, alive, remove_fraction, graph)
+        return ScoreSelection(scores, self.criterion, self.granularity).select(graph, remove_fraction)

@@ -47,3 +47,17 @@ def check_writable_folder(folder, flag):
         probe.unlink()
     except OSError as error:
         raise ValueError(f"{flag} {folder}: cannot write there ({error.strerror or error})") from None
+
+
+def append_durably(path, data):
+    """Append ``data`` (bytes: whole lines) to the existing file ``path`` in one write loop and flush
+    it to disk, so that a reader sees each line complete or, after a crash, a torn last line only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        while data:
+            data = data[os.write(descriptor, data):]
+        os.fsync(descriptor)
+    except OSError as error:
+        raise OSError(f"cannot append to {path}: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)

@@ -106,8 +106,11 @@ def nonzero_kernels(layer):
 def copy_model(model):
     """A deep copy of a (pruned) model. torch.nn.utils.prune keeps each masked weight as a plain
     attribute computed at the last forward; after a forward with autograd it is not a leaf and
-    deepcopy refuses it, so it is detached first (same values, recomputed at the next forward)."""
-    for module in model.modules():
+    deepcopy refuses it, so it is detached first (same values, recomputed at the next forward).
+    ``model``: a module, or a wrapper holding modules (msd_pytorch's segmentation model)."""
+    roots = [model] if isinstance(model, torch.nn.Module) else [v for v in vars(model).values()
+                                                                if isinstance(v, torch.nn.Module)]
+    for module in (m for root in roots for m in root.modules()):
         for hook in module._forward_pre_hooks.values():
             if isinstance(hook, prune.BasePruningMethod) and hasattr(module, hook._tensor_name):
                 setattr(module, hook._tensor_name, getattr(module, hook._tensor_name).detach())

@@ -1,6 +1,7 @@
 """The pruning examples end to end (examples/prune_example_msd.py, prune_example_resnet50.py):
 --quick runs with their saved models and results, resuming, the plot entry, and bad input."""
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -389,3 +390,52 @@ def test_redrawing_a_results_plot_gives_the_same_bytes_and_the_recorded_title(tm
     assert plot_results.main([str(tmp_path / "results.csv")]) == 0
     assert first == {name: (tmp_path / name).read_bytes() for name in first}
     assert b"settings Y" in first["accuracy_vs_kept.svg"]
+
+
+@pytest.mark.parametrize("granularity", ["kernel", "filter"])
+def test_criteria_run_beside_lean_from_the_same_start_and_are_recorded(tmp_path, quick_data, small_msd,
+                                                                       granularity, capsys):
+    flags = full_mode_flags(tmp_path, quick_data, small_msd, "lean,lrp,taylor") + [
+        "--granularity", granularity, "--reference-images", "3"]
+    status, _, err = run_in_process(prune_example_msd, flags, capsys)
+    assert status == 0, err
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    assert [(r["method"], r["step"]) for r in rows] == [(m, s) for m in ("LEAN", "LRP", "Taylor") for s in "012"]
+    assert len({r["test_accuracy"] for r in rows if r["step"] == "0"}) == 1
+    for row in rows:
+        if row["method"] != "LEAN" and row["step"] != "0":      # the criteria keep at most the target
+            assert float(row["kept_fraction"]) <= float(row["target_kept"]) + 1e-9
+    record = json.loads((tmp_path / "results" / "run.json").read_text())
+    assert (record["reference_images"], record["granularity"], record["methods"]) == (3, granularity,
+                                                                                     ["LEAN", "LRP", "Taylor"])
+    status, _, err = run_in_process(prune_example_msd, flags[:-1] + ["5", "--resume"], capsys)
+    assert status == 2 and "reference_images=3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_method_in_a_list_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:           # argparse's own exit
+        prune_example_msd.main(["--method", "lean,relevance"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "unknown method 'relevance'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_few_samples_scenario_prunes_copies_one_shot_and_resumes(tmp_path, quick_data, small_msd, capsys):
+    from pruning_toolkit.experiments import few_samples
+    flags = ["--model", small_msd, "--depth", "4", "--data", quick_data, "--criteria", "lrp,lean",
+             "--samples", "1,2", "--seeds", "0,1", "--kept", "0.5,0.2", "--test-images", "5", "--threads", "1",
+             "--results", tmp_path / "few"]
+    status = few_samples.report_errors([str(a) for a in flags])
+    assert status == 0, capsys.readouterr().err
+    rows = read_rows(tmp_path / "few" / "results.csv")
+    assert sorted((r["criterion"], r["samples"], r["seed"], r["target_kept"]) for r in rows) == sorted(
+        [("lrp", n, s, k) for n in "12" for s in "01" for k in ("0.500000", "0.200000")]
+        + [("lean", "0", "0", k) for k in ("0.500000", "0.200000")])
+    assert all(float(r["kept_fraction"]) <= float(r["target_kept"]) + 1e-9 for r in rows if r["criterion"] == "lrp")
+    record = json.loads((tmp_path / "few" / "run.json").read_text())
+    assert record["test_images"] == 5 and record["samples"] == [1, 2]
+    assert "| lrp |" in (tmp_path / "few" / "results.md").read_text()
+    assert (tmp_path / "few" / "accuracy_vs_samples.svg").is_file()
+    before = (tmp_path / "few" / "results.csv").read_bytes()
+    assert few_samples.report_errors([str(a) for a in flags]) == 2          # no silent overwrite
+    assert few_samples.report_errors([str(a) for a in flags + ["--resume"]]) == 0
+    assert (tmp_path / "few" / "results.csv").read_bytes() == before        # nothing left to run

@@ -19,6 +19,8 @@ from pruning_toolkit.experiments import pruning_run as experiment
 PROG = "prune_example_msd.py"
 PRUNE_METHODS = {"lean": methods.LEAN_SV_MSD_3x3, "indivL1": methods.IndivL1_Global_MSD_3x3,
                  "indivSV": methods.IndivSV_Global_MSD_3x3}
+CRITERION_METHODS = {"lrp": methods.LRP_Global_MSD_3x3, "taylor": methods.Taylor_Global_MSD_3x3,
+                     "grad": methods.Grad_Global_MSD_3x3, "weight": methods.Weight_Global_MSD_3x3}
 NUM_LABELS = 5
 FULL_DEFAULTS = dict(
     experiment.FULL_DEFAULTS, depth=50,
@@ -49,7 +51,11 @@ class MSDPruning(experiment.PruningSetup):
         return model
 
     def prune(self, method, model, kept):
-        PRUNE_METHODS[method](model, kept, verbose=not self.args.quiet)
+        if method in CRITERION_METHODS:
+            CRITERION_METHODS[method](model, kept, self.reference, verbose=not self.args.quiet,
+                                      granularity=self.args.granularity)
+        else:
+            PRUNE_METHODS[method](model, kept, verbose=not self.args.quiet)
 
     def kept_fraction(self, model):
         return 1 - norm_graph.fraction_pruned_convs_MSD3x3(model)[2]
@@ -95,6 +101,7 @@ def main(argv=None):
     setup = MSDPruning(args)
     setup.load_model()  # a model of another depth or architecture fails here, before any work
     train_loader, setup.test_loader = experiment.cs_loaders(args)
+    setup.reference = experiment.reference_batches(args)
     experiment.run_experiment(setup, args, train_loader)
 
 

@@ -6,6 +6,7 @@ start model: ``steps`` times prune to the kept fraction ``ratio ** (step / steps
 a row to ``results.csv``; the table and plot (plot_results.py) are rewritten after each method.
 The architecture-specific parts come from a :class:`PruningSetup`.
 """
+import argparse
 import csv
 import io
 import json
@@ -32,15 +33,20 @@ from pruning_toolkit.cli import UsageError
 from pruning_toolkit.experiments import EXAMPLES_DIR, cs_data
 from pruning_toolkit.experiments import results as plot_results
 from pruning_toolkit.experiments.cs_data import cs_split, has_cs_images
-from pruning_toolkit.files import check_writable_folder, write_atomically
+from pruning_toolkit.files import append_durably, check_writable_folder, write_atomically
 
-METHODS = ("lean", "indivL1", "indivSV")
+PAPER_METHODS = ("lean", "indivL1", "indivSV")           # the LEAN paper's comparison: --method all
+CRITERIA = ("lrp", "taylor", "grad", "weight")            # Pruning by Explaining's, on reference images
+METHODS = PAPER_METHODS + CRITERIA
 # how each method is named in the pruned models' file names and in results.csv (the reference's)
-METHOD_LABELS = {"lean": "LEAN", "indivL1": "indivL1", "indivSV": "indivSV"}
+METHOD_LABELS = {"lean": "LEAN", "indivL1": "indivL1", "indivSV": "indivSV", "lrp": "LRP", "taylor": "Taylor",
+                 "grad": "Grad", "weight": "Weight"}
+GRANULARITIES = ("kernel", "filter")
 RESULTS_CSV = "results.csv"
 RUN_RECORD = "run.json"
 # run.json keys that must agree for --resume to continue a run
-RUN_SETTINGS = ("model", "train_images", "test_images", "epochs", "steps", "ratio", "batch_size", "seed")
+RUN_SETTINGS = ("model", "train_images", "test_images", "epochs", "steps", "ratio", "batch_size", "seed",
+                "reference_images", "granularity")
 REPO_ROOT = EXAMPLES_DIR.parent
 QUICK_DIR = EXAMPLES_DIR / "quick"
 QUICK_DATA = dict(counts={"train": 20, "val": 5, "test": 5}, size=64)
@@ -63,6 +69,8 @@ class PruningSetup:
     def load_model(self, path=None):
         """The start model (``path`` None) or a pruned checkpoint, ready to fine-tune."""
         raise NotImplementedError
+
+    reference = None   # the reference batches of the criteria (set when one of CRITERIA runs)
 
     def prune(self, method, model, kept):
         """One pruning step of ``method`` (a key of METHODS) to the overall kept fraction ``kept``."""
@@ -94,9 +102,15 @@ class PruningSetup:
 def add_arguments(parser, model_default, results_default):
     """The flags both pruning scripts share; defaults None are filled by :func:`fill_defaults`
     (``model_default``/``results_default``: how the script's defaults read in --help)."""
-    parser.add_argument("--method", choices=METHODS + ("all",), default=None,
-                        help="pruning method, or all three from the same start model (default: lean; "
-                             "--quick: all)")
+    parser.add_argument("--method", type=parse_methods, default=None,
+                        help="pruning method: lean, indivL1, indivSV, or a criterion of Pruning by Explaining "
+                             "(lrp, taylor, grad, weight, on --reference-images); a comma list; or all "
+                             "(the LEAN paper's three), all from the same start model (default: lean; --quick: all)")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="kernel",
+                        help="what the criteria score and remove: kernel (one convolution W[o, i], LEAN's "
+                             "unit) or filter (an output channel) (default kernel)")
+    parser.add_argument("--reference-images", type=int, default=10,
+                        help="the first N training images are the criteria's reference samples (default 10)")
     parser.add_argument("--ratio", type=float, default=0.05,
                         help="final fraction of convolutions kept, in (0, 1] (default 0.05)")
     parser.add_argument("--steps", type=int, default=None, help="pruning steps (default 15; --quick: 3)")
@@ -153,6 +167,7 @@ def check_arguments(args):
     at_least = {"--steps": (args.steps, 1), "--epochs": (args.epochs, 0), "--batch-size": (args.batch_size, 1),
                 "--train-images": (args.train_images, 1), "--test-images": (args.test_images, 1),
                 "--train-epochs": (args.train_epochs, 1), "--threads": (args.threads, 1),
+                "--reference-images": (args.reference_images, 1),
                 "--depth": (getattr(args, "depth", None), 1)}
     for flag, (value, low) in at_least.items():
         if value is not None and value < low:
@@ -168,8 +183,24 @@ def kept_schedule(ratio, steps):
     return [ratio ** (step / steps) for step in range(1, steps + 1)]
 
 
+def parse_methods(text):
+    """``--method``: one name, a comma list, or "all"; returned as given once every name is known."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in METHODS + ("all",)]
+    if unknown or not all(names):
+        raise argparse.ArgumentTypeError(f"unknown method {(unknown or [''])[0]!r}; choices: {', '.join(METHODS)}, "
+                                         f"a comma list of them, or all")
+    return text
+
+
 def selected_methods(method):
-    return list(METHODS) if method == "all" else [method]
+    """The methods of a ``--method`` value, in the order given ("all": the paper's three)."""
+    selected = []
+    for name in method.split(","):
+        for expanded in (PAPER_METHODS if name.strip() == "all" else [name.strip()]):
+            if expanded not in selected:
+                selected.append(expanded)
+    return selected
 
 
 def selected_labels(method):
@@ -205,6 +236,15 @@ def cs_loaders(args):
     test_set = cs_split(args.data, "test", args.test_images)
     return (DataLoader(train_set, batch_size=args.batch_size, shuffle=True),
             DataLoader(test_set, batch_size=args.batch_size, shuffle=False))
+
+
+def reference_batches(args):
+    """The criteria's reference samples: the first ``--reference-images`` training images, in batches
+    (None when no criterion runs)."""
+    if not set(selected_methods(args.method)) & set(CRITERIA):
+        return None
+    images = cs_split(args.data, "train", args.reference_images)
+    return list(DataLoader(images, batch_size=args.batch_size, shuffle=False))
 
 
 # ================================================================================== results
@@ -278,16 +318,7 @@ class ResultsLog:
         values = {field: str(row.get(field, "")) for field in plot_results.RESULT_FIELDS}
         buffer = io.StringIO()
         csv.DictWriter(buffer, plot_results.RESULT_FIELDS, lineterminator="\n").writerow(values)
-        data = buffer.getvalue().encode("utf-8")
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            while data:
-                data = data[os.write(descriptor, data):]
-            os.fsync(descriptor)
-        except OSError as error:
-            raise OSError(f"cannot append to {self.path}: {error.strerror or error}") from None
-        finally:
-            os.close(descriptor)
+        append_durably(self.path, buffer.getvalue().encode("utf-8"))
         self.rows.append(values)
 
 
@@ -360,7 +391,8 @@ class RunRecord:
         self.path = Path(results_dir) / RUN_RECORD
         settings = dict(command=args.command, model=repository_path(args.model), train_images=train_images,
                         test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
-                        batch_size=args.batch_size, seed=args.seed, methods=selected_labels(args.method),
+                        batch_size=args.batch_size, seed=args.seed, reference_images=args.reference_images,
+                        granularity=args.granularity, methods=selected_labels(args.method),
                         device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads(), seconds=0.0)
         settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
                              f"{args.epochs} epochs per step, {args.steps} steps, {test_images} test images")

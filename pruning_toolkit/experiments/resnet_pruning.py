@@ -24,6 +24,8 @@ from pruning_toolkit.experiments.msd_training import train_keeping_best
 PROG = "prune_example_resnet50.py"
 PRUNE_METHODS = {"lean": methods.LEAN_SV_ResNet50, "indivL1": methods.IndivL1_Global_ResNet50,
                  "indivSV": methods.IndivSV_Global_ResNet50}
+CRITERION_METHODS = {"lrp": methods.LRP_Global_ResNet50, "taylor": methods.Taylor_Global_ResNet50,
+                     "grad": methods.Grad_Global_ResNet50, "weight": methods.Weight_Global_ResNet50}
 NUM_CLASSES = 5
 FULL_DEFAULTS = dict(
     experiment.FULL_DEFAULTS,
@@ -57,7 +59,10 @@ class ResNetPruning(experiment.PruningSetup):
         return model
 
     def prune(self, method, model, kept):
-        PRUNE_METHODS[method](model.net, kept)
+        if method in CRITERION_METHODS:
+            CRITERION_METHODS[method](model.net, kept, self.reference, granularity=self.args.granularity)
+        else:
+            PRUNE_METHODS[method](model.net, kept)
 
     def kept_fraction(self, model):
         return 1 - norm_graph.fraction_pruned_convs_ResNet50(model.net)[2]
@@ -94,6 +99,7 @@ def main(argv=None):
     if args.model.is_file():
         setup.load_model()  # a checkpoint of another architecture fails here, before any work
     train_loader, setup.test_loader = experiment.cs_loaders(args)
+    setup.reference = experiment.reference_batches(args)
     if not args.model.is_file():
         train_start_model(setup, args, train_loader)
     experiment.run_experiment(setup, args, train_loader)
