@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from pruning_toolkit import toy_log
+from pruning_toolkit import launcher, toy_log
 from pruning_toolkit.cli import OneLineErrorParser
 from pruning_toolkit.toy_vocabulary import CRITERIA, DATASETS, SAMPLES_PER_CLASS, SEEDS, TRAINING_SAMPLES_PER_CLASS
 
@@ -65,12 +65,14 @@ def build_parser():
     parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="Where to compute: auto (CUDA when available), cpu or cuda.")
     parser.add_argument("--jobs", "-j", type=int, default=None,
-                        help="Grid runs: number of worker processes (default: the number of cores; on CUDA, 1).")
+                        help="Grid runs: number of worker processes (default: the number of cores; on CUDA, 1); "
+                             "with --launcher: number of jobs the runs are split into (default 1).")
     parser.add_argument("--quiet", "-q", action="store_true", help="No progress bar.")
     parser.add_argument("--figure", "-f", action="store_true",
                         help="Draw the qualitative figure for the datasets (rows) and criteria (columns) given "
                              "with -d and -c, for one -n and -s, as LOGDIR/qualitative.svg and .png; the runs' "
                              "lines go to the log.")
+    launcher.add_arguments(parser)
     parser.epilog = ("Grids: when -d, -c, -n or -s holds a list, a range or 'all', every combination runs in "
                      "this one process tree (--jobs workers, one torch thread each). Runs the log already "
                      "holds are skipped, so an interrupted grid continues when started again.")
@@ -92,6 +94,11 @@ def validate(args):
         return "--generate takes either --ranklog or --noisytest, not both"
     if args.jobs is not None and args.jobs < 1:
         return f"--jobs must be at least 1, got {args.jobs}"
+    problem = launcher.check_arguments(args)
+    if problem:
+        return problem
+    if args.launcher and not args.grid:
+        return "--launcher runs grids: give a list, a range or 'all' for -d, -c, -n or -s"
     if args.grid and not (args.generate or args.analyze or args.figure) and args.rendermode != "none":
         return "--rendermode svg/show draws single runs only; give single values for -d, -c, -n and -s"
     if args.figure and (len({r.samples_per_class for r in args.runs}) > 1 or len({r.seed for r in args.runs}) > 1):
@@ -178,9 +185,15 @@ def run_grid(args):
     _usable_log(args)
     from pruning_toolkit import runtime, toy_grid
     device = runtime.resolve_device(args.device)
-    summary = toy_grid.run_grid(args.runs, args.logfile, device, jobs=args.jobs or toy_grid.default_jobs(),
-                                noisy_sigma=args.noisytest, rank_log=args.ranklog,
-                                progress=not args.quiet and sys.stderr.isatty())
+    if args.launcher:
+        summary = toy_grid.launch_grid(args.runs, args.logfile, args, device, noisy_sigma=args.noisytest,
+                                       rank_log=args.ranklog, jobs=args.jobs or 1)
+        if summary is None:
+            return
+    else:
+        summary = toy_grid.run_grid(args.runs, args.logfile, device, jobs=args.jobs or toy_grid.default_jobs(),
+                                    noisy_sigma=args.noisytest, rank_log=args.ranklog,
+                                    progress=not args.quiet and sys.stderr.isatty())
     per_run = f" ({summary.seconds / summary.done:.3f} s per run)" if summary.done else ""
     print(f"{summary.requested} runs: {summary.skipped} already in {args.logfile}, {summary.done} run now "
           f"in {summary.seconds:.1f} s{per_run}")

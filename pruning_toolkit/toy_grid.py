@@ -10,9 +10,11 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 from pruning_toolkit import toy_log
 from pruning_toolkit.toy_vocabulary import (CRITERIA, DATASETS, NUM_CLASSES, PRUNED_NEURONS, SAMPLES_PER_CLASS, SEEDS,
@@ -273,3 +275,97 @@ def figure_runs(runs, log_path, device="cpu", noisy_sigma=0.0, prepared=None, co
             log.append_missing(result.lines)
             rows.setdefault(run.dataset, []).append((run.criterion, result))
     return [(dataset, prepared[dataset].train_X.cpu(), results) for dataset, results in rows.items()]
+
+
+# ============================================================================================
+# Grids as jobs (launcher): shards, merging, resubmission
+# ============================================================================================
+
+def shard_folder(job_folder):
+    return Path(job_folder) / "shards"
+
+
+def complete_shard_lines(path):
+    """The complete, valid log lines of a job's shard (a torn last line of a killed job is left out)."""
+    data = Path(path).read_bytes()
+    data = data[:data.rfind(b"\n") + 1]
+    lines = []
+    for text in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            toy_log.parse_line(text)
+        except ValueError:
+            continue
+        lines.append(text)
+    return lines
+
+
+def merge_shards(log, job_folder):
+    """Append to the open log every shard line it lacks; returns how many lines were added."""
+    added = 0
+    for shard in sorted(shard_folder(job_folder).glob("*.txt")):
+        added += len(log.append_missing(complete_shard_lines(shard)))
+    return added
+
+
+def split_runs(runs, jobs):
+    """``runs`` in ``jobs`` contiguous chunks of nearly equal size (a chunk keeps to few datasets)."""
+    jobs = max(1, min(jobs, len(runs)))
+    size, extra = divmod(len(runs), jobs)
+    chunks, start = [], 0
+    for index in range(jobs):
+        end = start + size + (index < extra)
+        chunks.append(runs[start:end])
+        start = end
+    return chunks
+
+
+def run_shard(runs, shard_path, device, noisy_sigma, rank_log, workers):
+    """One job: run ``runs`` into its own shard log (``workers`` processes)."""
+    return run_grid(runs, shard_path, device, jobs=workers, noisy_sigma=noisy_sigma, rank_log=rank_log)
+
+
+def launch_grid(runs, log_path, options, device="cpu", noisy_sigma=0.0, rank_log=False, jobs=1):
+    """Run the runs the log lacks as ``jobs`` submitit jobs (``options``: the launcher flags).
+
+    Each job writes a shard log; the shards are merged into the log (only lines it lacks), before
+    anything is submitted and after the jobs end, so a later call with the same arguments collects
+    what earlier jobs finished and submits only what is still missing. Returns a
+    :class:`GridSummary`, or None when jobs were submitted and not waited for (``--no-wait``)."""
+    from pruning_toolkit import launcher
+    start = time.perf_counter()
+    folder = Path(options.job_logs or f"{log_path}.jobs")
+    sigma = log_sigma(noisy_sigma, rank_log)
+    running = launcher.earlier_jobs_running(folder)
+    if running and options.no_wait:
+        with toy_log.AppendLog(log_path, sigma) as log:
+            merge_shards(log, folder)
+        print(f"{len(running)} earlier job(s) still running ({', '.join(running[:8])}); their finished runs "
+              f"are merged into {log_path}; call again to collect the rest", file=sys.stderr)
+        return None
+    if running:
+        launcher.wait_for_ids(folder, running)
+    with toy_log.AppendLog(log_path, sigma) as log:
+        merge_shards(log, folder)
+        todo = pending_runs(runs, log, rank_log)
+    if not todo:
+        launcher.forget_submission(folder)
+        return GridSummary(len(runs), len(runs), 0, time.perf_counter() - start)
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    workers = options.slurm_cpus if options.launcher == "slurm" else 1
+    arguments = [(chunk, shard_folder(folder) / f"{stamp}-{index:04d}.txt", str(device), noisy_sigma, rank_log,
+                  workers) for index, chunk in enumerate(split_runs(todo, jobs))]
+    shard_folder(folder).mkdir(parents=True, exist_ok=True)
+    executor = launcher.make_executor(options, folder / "logs", "toy-grid")
+    submitted = launcher.submit(executor, run_shard, arguments)
+    launcher.record_submission(folder, options.launcher, submitted, str(log_path))
+    print(f"submitted {len(submitted)} job(s) for {len(todo)} runs; logs in {folder / 'logs'}", file=sys.stderr)
+    if options.no_wait:
+        return None
+    failed = launcher.follow(submitted)
+    with toy_log.AppendLog(log_path, sigma) as log:
+        merge_shards(log, folder)
+        missing = len(pending_runs(runs, log, rank_log))
+    if failed:
+        raise launcher.JobsFailed(launcher.failure_message(failed))
+    launcher.forget_submission(folder)
+    return GridSummary(len(runs), len(runs) - len(todo), len(todo) - missing, time.perf_counter() - start)

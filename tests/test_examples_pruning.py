@@ -131,7 +131,7 @@ def test_msd_quick_run_saves_every_step_and_resumes_identically(tmp_path, quick_
     last = rows[-1]
     (tmp_path / "pruned" / last["model_file"]).unlink()
     with open(results / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(handle, list(rows[0]), lineterminator="\n")   # the layout the run wrote
         writer.writeheader()
         writer.writerows(rows[:-1])
     status, out, err = run_in_process(prune_example_msd, flags + ["--resume"], capsys)
@@ -439,3 +439,56 @@ def test_the_few_samples_scenario_prunes_copies_one_shot_and_resumes(tmp_path, q
     assert few_samples.report_errors([str(a) for a in flags]) == 2          # no silent overwrite
     assert few_samples.report_errors([str(a) for a in flags + ["--resume"]]) == 0
     assert (tmp_path / "few" / "results.csv").read_bytes() == before        # nothing left to run
+
+
+def test_seeds_repeat_each_method_and_the_table_shows_mean_and_spread(tmp_path, quick_data, small_msd, capsys):
+    flags = full_mode_flags(tmp_path, quick_data, small_msd, "lean,indivL1") + ["--seeds", "0-1"]
+    status, _, err = run_in_process(prune_example_msd, flags, capsys)
+    assert status == 0, err
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    assert sorted({(r["method"], r["seed"]) for r in rows}) == [("LEAN", "0"), ("LEAN", "1"), ("indivL1", "0"),
+                                                               ("indivL1", "1")]
+    assert all(r["model_file"].startswith(f"seed-{r['seed']}/") for r in rows if r["step"] != "0")
+    assert all((tmp_path / "pruned" / r["model_file"]).is_file() for r in rows if r["step"] != "0")
+    assert "(2 seeds)" in (tmp_path / "results" / "results.md").read_text()
+    status, out, _ = run_in_process(prune_example_msd, flags + ["--resume"], capsys)
+    assert status == 0 and "LEAN seed 1: all 2 steps already" in out
+
+
+def test_a_results_file_without_the_seed_column_resumes_in_its_own_layout(tmp_path, quick_data, small_msd, capsys):
+    flags = full_mode_flags(tmp_path, quick_data, small_msd)
+    assert run_in_process(prune_example_msd, flags, capsys)[0] == 0
+    path = tmp_path / "results" / "results.csv"
+    rows = read_rows(path)
+    (tmp_path / "pruned" / rows[-1]["model_file"]).unlink()
+    with open(path, "w", newline="") as handle:          # as written before results had seeds
+        writer = csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows[:-1])
+    status, _, err = run_in_process(prune_example_msd, flags + ["--resume"], capsys)
+    assert status == 0, err
+    assert path.read_text().splitlines()[0] == ",".join(plot_results.RESULT_FIELDS)
+    assert [r["step"] for r in read_rows(path)] == ["0", "1", "2"]
+
+
+def test_two_seeds_and_two_methods_as_local_jobs_give_one_csv_with_four_runs(tmp_path, quick_data, small_msd, capsys):
+    flags = full_mode_flags(tmp_path, quick_data, small_msd, "lean,indivL1") + ["--seeds", "0,1", "--launcher",
+                                                                               "local"]
+    status, out, err = run_in_process(prune_example_msd, flags, capsys)
+    assert status == 0, err
+    assert "jobs: 4 done, 0 running, 0 failed (of 4)" in err
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    assert sorted({(r["method"], r["seed"]) for r in rows}) == [("LEAN", "0"), ("LEAN", "1"), ("indivL1", "0"),
+                                                               ("indivL1", "1")]
+    assert len(rows) == 4 * 3
+    record = json.loads((tmp_path / "results" / "run.json").read_text())
+    assert (record["seeds"], record["jobs"], record["launcher"]) == ([0, 1], 4, "local")
+    in_process = tmp_path / "alone"
+    status, _, err = run_in_process(prune_example_msd, full_mode_flags(in_process, quick_data, small_msd, "lean")
+                                    + ["--seeds", "1"], capsys)
+    assert status == 0, err
+    ignore_time = lambda row: {k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
+    assert [ignore_time(r) for r in read_rows(in_process / "results" / "results.csv")] == \
+        [ignore_time(r) for r in rows if r["method"] == "LEAN" and r["seed"] == "1"]
+    status, _, err = run_in_process(prune_example_msd, flags, capsys)          # all there: nothing submitted
+    assert status == 0 and "submitted" not in err

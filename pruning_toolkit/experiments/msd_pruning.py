@@ -98,8 +98,16 @@ def main(argv=None):
     elif not args.model.is_file():
         raise FileNotFoundError(f"model file not found: {args.model} (train one with "
                                 f"python examples/train_example_msd.py --depth {args.depth}, or try --quick)")
+    MSDPruning(args).load_model()  # a model of another depth or architecture fails here, before any work
+    if args.launcher:
+        experiment.launch_experiment(__name__, args)
+    else:
+        run(args)
+
+
+def run(args):
+    """The experiment of ``args`` in this process (what each job runs with --launcher)."""
     setup = MSDPruning(args)
-    setup.load_model()  # a model of another depth or architecture fails here, before any work
     train_loader, setup.test_loader = experiment.cs_loaders(args)
     setup.reference = experiment.reference_batches(args)
     experiment.run_experiment(setup, args, train_loader)

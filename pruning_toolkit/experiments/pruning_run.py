@@ -8,6 +8,7 @@ The architecture-specific parts come from a :class:`PruningSetup`.
 """
 import argparse
 import csv
+import importlib
 import io
 import json
 import math
@@ -27,7 +28,7 @@ except ImportError:  # Windows: no folder lock
     fcntl = None
 from tqdm import tqdm
 
-from pruning_toolkit import cli, runtime
+from pruning_toolkit import cli, launcher, runtime
 from pruning_toolkit.accuracy import get_global_accuracy
 from pruning_toolkit.cli import UsageError
 from pruning_toolkit.experiments import EXAMPLES_DIR, cs_data
@@ -136,6 +137,10 @@ def add_arguments(parser, model_default, results_default):
     parser.add_argument("--size", type=int, default=QUICK_DATA["size"],
                         help="image side of the data --quick generates (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order and initialisation (0)")
+    parser.add_argument("--seeds", type=parse_seeds, default=None,
+                        help="repeat the experiment with these seeds of the fine-tuning data order, e.g. 0-4 "
+                             "(results.csv gets a row per seed, the table and plot mean and spread; each seed's "
+                             "models in --out/seed-K)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; --quick: 1)")
     parser.add_argument("--resume", action="store_true",
@@ -144,6 +149,7 @@ def add_arguments(parser, model_default, results_default):
                         help="start the selected methods over in a --results folder that holds results "
                              "(the other methods' rows stay)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    launcher.add_arguments(parser)
     parser.add_argument("--quick", action="store_true",
                         help="self-contained smoke run: small generated data, a small network trained "
                              "if missing, few steps; everything under examples/quick/ unless given")
@@ -159,6 +165,9 @@ def fill_defaults(args, full, quick):
 
 def check_arguments(args):
     """Raise UsageError for flag values no run can use."""
+    problem = launcher.check_arguments(args)
+    if problem:
+        raise UsageError(problem)
     if args.resume and args.overwrite:
         raise UsageError("--resume continues the results folder, --overwrite starts it over: give one of them")
     if not 0 < args.ratio <= 1:  # also rejects nan
@@ -181,6 +190,26 @@ def check_arguments(args):
 def kept_schedule(ratio, steps):
     """Kept fraction after each step: ratio ** (step / steps), i.e. exp(log(ratio) / steps) per step."""
     return [ratio ** (step / steps) for step in range(1, steps + 1)]
+
+
+def parse_seeds(text):
+    """``--seeds``: a comma list of integers and ranges (0-4,7)."""
+    seeds = []
+    for item in text.split(","):
+        low, _, high = item.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise argparse.ArgumentTypeError(f"seeds are a comma list of integers and ranges such as 0-4, got {text!r}")
+        seeds += [int(low)] if not high else list(range(int(low), int(high) + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def selected_seeds(args):
+    return args.seeds if args.seeds else [args.seed]
+
+
+def model_folder(args, seed):
+    """Where the pruned models of ``seed`` go: --out, or --out/seed-K when --seeds is given."""
+    return Path(args.out) if not args.seeds else Path(args.out) / f"seed-{seed}"
 
 
 def parse_methods(text):
@@ -255,11 +284,14 @@ class ResultsLog:
     ``mode``: "new" refuses a folder that already holds results (say --resume or --overwrite);
     "resume" continues it, dropping a torn last row (one a killed or full-disk write left) and
     saying what it found; "overwrite" starts the given methods over and keeps the other methods'
-    rows. Rewrites go to a temporary file that is renamed."""
+    rows. Rewrites go to a temporary file that is renamed. New files have a seed column; a file
+    written before it keeps its layout, its rows being of ``default_seed``."""
 
-    def __init__(self, path, mode="new", methods=()):
+    def __init__(self, path, mode="new", methods=(), default_seed=0):
         self.path = Path(path)
         self.rows = []
+        self.fields = plot_results.SEEDED_FIELDS
+        self.default_seed = default_seed
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists and mode == "new":
             raise UsageError(f"{self.path} already holds results; pass --resume to continue that run, "
@@ -267,7 +299,7 @@ class ResultsLog:
         if exists:
             self.rows, torn = self._read()
             if mode == "overwrite":
-                self.rows = [row for row in self.rows if row["method"] not in methods]
+                self.rows = [row for row in self.rows if (row["method"], self.seed_of(row)) not in methods]
             if torn or mode == "overwrite":
                 self._rewrite()
             if torn:
@@ -284,40 +316,47 @@ class ResultsLog:
         lines = text.split("\n")
         last = lines.pop()                      # "" when the file ends with a newline
         reader = csv.reader(lines)
-        header = next(reader, None)
-        if tuple(header or ()) != plot_results.RESULT_FIELDS:
-            raise ValueError(f"{self.path}: not a results file of this script (header {header}); "
+        header = tuple(next(reader, None) or ())
+        if header not in plot_results.LAYOUTS:
+            raise ValueError(f"{self.path}: not a results file of this script (header {list(header)}); "
                              f"choose another --results folder")
+        self.fields = header
         rows = []
         for number, values in enumerate(reader, start=2):
-            if len(values) != len(plot_results.RESULT_FIELDS) or not _is_number(values[1]):
+            if len(values) != len(header) or not _is_number(values[1]):
                 if number == len(lines) and not last:   # the last complete line may be torn too
                     return rows, ",".join(values)
                 raise ValueError(f"{self.path}, line {number}: malformed row {values}")
-            rows.append(dict(zip(plot_results.RESULT_FIELDS, values)))
+            rows.append(dict(zip(header, values)))
         return rows, last
 
     def _rewrite(self):
         def write(temporary):
             with open(temporary, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, plot_results.RESULT_FIELDS, lineterminator="\n")
+                writer = csv.DictWriter(handle, self.fields, lineterminator="\n", extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(self.rows)
         write_atomically(self.path, write)
 
+    def seed_of(self, row):
+        return int(row["seed"]) if row.get("seed") not in (None, "") else self.default_seed
+
     def describe(self):
         steps = {}
         for row in self.rows:
-            steps.setdefault(row["method"], []).append(int(row["step"]))
+            seed = self.seed_of(row)
+            name = row["method"] if seed == self.default_seed else f"{row['method']} seed {seed}"
+            steps.setdefault(name, []).append(int(row["step"]))
         return "; ".join(f"{method} steps {min(found)}-{max(found)}" for method, found in steps.items())
 
-    def rows_of(self, label):
-        return [row for row in self.rows if row["method"] == label]
+    def rows_of(self, label, seed=None):
+        seed = self.default_seed if seed is None else seed
+        return [row for row in self.rows if row["method"] == label and self.seed_of(row) == seed]
 
     def append(self, **row):
-        values = {field: str(row.get(field, "")) for field in plot_results.RESULT_FIELDS}
+        values = {field: str(row.get(field, "")) for field in self.fields}
         buffer = io.StringIO()
-        csv.DictWriter(buffer, plot_results.RESULT_FIELDS, lineterminator="\n").writerow(values)
+        csv.DictWriter(buffer, self.fields, lineterminator="\n").writerow(values)
         append_durably(self.path, buffer.getvalue().encode("utf-8"))
         self.rows.append(values)
 
@@ -352,9 +391,9 @@ class FolderLock:
         self.handle.close()
 
 
-def _resume_point(log, label, schedule, out_dir):
-    """(next step, checkpoint to continue from or None) from the rows ``log`` holds for ``label``."""
-    rows = log.rows_of(label)
+def _resume_point(log, label, seed, schedule, out_dir):
+    """(next step, checkpoint to continue from or None) from the rows ``log`` holds for ``label`` and ``seed``."""
+    rows = log.rows_of(label, seed)
     for row in rows:
         step = int(row["step"])
         if step > len(schedule) or (step > 0 and abs(float(row["target_kept"]) - schedule[step - 1]) > 1e-6):
@@ -391,7 +430,8 @@ class RunRecord:
         self.path = Path(results_dir) / RUN_RECORD
         settings = dict(command=args.command, model=repository_path(args.model), train_images=train_images,
                         test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
-                        batch_size=args.batch_size, seed=args.seed, reference_images=args.reference_images,
+                        batch_size=args.batch_size, seed=args.seed, seeds=selected_seeds(args),
+                        reference_images=args.reference_images,
                         granularity=args.granularity, methods=selected_labels(args.method),
                         device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads(), seconds=0.0)
         settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
@@ -458,29 +498,32 @@ def _run_locked(setup, args, train_loader):
     schedule = kept_schedule(args.ratio, args.steps)
     # --quick writes into its own scratch folder, which a later smoke run may simply replace
     mode = "resume" if args.resume else "overwrite" if (args.overwrite or args.quick) else "new"
-    log = ResultsLog(Path(args.results) / RESULTS_CSV, mode, selected_labels(args.method))
+    runs = [(method, seed) for method in selected_methods(args.method) for seed in selected_seeds(args)]
+    log = ResultsLog(Path(args.results) / RESULTS_CSV, mode, [(METHOD_LABELS[m], seed) for m, seed in runs],
+                     default_seed=args.seed)
     record = RunRecord(args.results, args, len(train_loader.dataset), len(setup.test_loader.dataset),
                        setup.title, args.resume)
     print(f"pruning to {args.ratio} kept in {args.steps} steps: {100 * (1 - schedule[0]):.2f} % of the "
           f"remaining convolutions each step, {args.epochs} fine-tuning epoch(s) per step")
     start_row = None
-    for method in selected_methods(args.method):
+    for method, seed in runs:
         label = METHOD_LABELS[method]
-        first_step, checkpoint = _resume_point(log, label, schedule, args.out) if args.resume else (0, None)
+        name = label if not args.seeds else f"{label} seed {seed}"
+        first_step, checkpoint = _resume_point(log, label, seed, schedule, args.out) if args.resume else (0, None)
         if first_step > args.steps:
-            print(f"{label}: all {args.steps} steps already in {log.path}")
+            print(f"{name}: all {args.steps} steps already in {log.path}")
             continue
         model = setup.load_model(checkpoint)
         if first_step == 0:
             start_row = start_row or _evaluate_start(setup, model, args.model)
-            log.append(method=label, **start_row)
+            log.append(method=label, seed=seed, **start_row)
             first_step = 1
-        steps = tqdm(range(first_step, args.steps + 1), desc=label, disable=True if args.quiet else None)
+        steps = tqdm(range(first_step, args.steps + 1), desc=name, disable=True if args.quiet else None)
         for step in steps:
-            row = _pruning_step(setup, args, method, model, step, schedule[step - 1], train_loader)
+            row = _pruning_step(setup, args, method, seed, model, step, schedule[step - 1], train_loader)
             log.append(**row)
             record.write()
-            steps.write(f"{label} step {step}/{args.steps}: kept {float(row['kept_fraction']):.4f} (target "
+            steps.write(f"{name} step {step}/{args.steps}: kept {float(row['kept_fraction']):.4f} (target "
                         f"{float(row['target_kept']):.4f}), test accuracy {float(row['test_accuracy']):.4f}, "
                         f"{row['seconds']} s, saved {row['model_file']}")
         plot_results.write_summary(log.path)
@@ -513,17 +556,19 @@ def majority_accuracy(loader):
     return max(totals.values()) / sum(totals.values()) if totals else 0.0
 
 
-def _pruning_step(setup, args, method, model, step, target, train_loader):
+def _pruning_step(setup, args, method, seed, model, step, target, train_loader):
     """Prune to ``target`` kept, fine-tune, evaluate and save; returns the results row."""
     started = time.perf_counter()
     label = METHOD_LABELS[method]
-    torch.manual_seed(args.seed + step)  # the same data order for every method, also on resume
+    torch.manual_seed(seed + step)  # the same data order for every method, also on resume
     setup.prune(method, model, target)
     loss = fine_tune(setup, model, train_loader, args.epochs, args.quiet, f"{label} step {step}")
     accuracy = setup.accuracy(model)
     name = setup.file_name(label, target, accuracy)
-    setup.save(model, Path(args.out) / name, epoch=step * args.epochs)
-    return dict(method=label, step=step, target_kept=f"{target:.6f}",
+    setup.save(model, model_folder(args, seed) / name, epoch=step * args.epochs)
+    if args.seeds:
+        name = f"seed-{seed}/{name}"            # model_file is relative to --out
+    return dict(method=label, seed=seed, step=step, target_kept=f"{target:.6f}",
                 kept_fraction=f"{setup.kept_fraction(model):.6f}", test_accuracy=f"{accuracy:.6f}",
                 train_loss="" if math.isnan(loss) else f"{loss:.6f}",
                 seconds=f"{time.perf_counter() - started:.1f}", model_file=name)
@@ -536,3 +581,106 @@ def report_errors(prog, main, argv=None):
 
 set_threads = runtime.set_threads
 
+
+
+# ================================================================================== as jobs
+
+def job_folder(args):
+    return Path(args.job_logs) if args.job_logs else Path(args.results) / "jobs"
+
+
+def run_job(module_name, args):
+    """One job: the experiment of ``args`` (one method, one seed) in this process."""
+    set_threads(args.threads)
+    importlib.import_module(module_name).run(args)
+
+
+def _shard_done(shard, label, seed, steps):
+    path = shard / RESULTS_CSV
+    if not path.is_file():
+        return False
+    with open(path, newline="") as handle:
+        found = {int(row["step"]) for row in csv.DictReader(handle)
+                 if row.get("method") == label and int(row.get("seed") or seed) == seed and _is_number(row["step"])}
+    return found >= set(range(steps + 1))
+
+
+def merge_shards(args, folder):
+    """results.csv (every shard's rows, with their seeds), run.json and the table and plot of a launched run."""
+    rows, records = [], []
+    for shard in sorted((folder / "shards").glob("*-seed*")):
+        path = shard / RESULTS_CSV
+        if not path.is_file():
+            continue
+        seed = int(shard.name.rsplit("-seed", 1)[1])
+        with open(path, newline="") as handle:
+            rows += [dict(row, seed=row.get("seed") or seed) for row in csv.DictReader(handle) if _is_number(row["step"])]
+        if (shard / RUN_RECORD).is_file():
+            records.append(json.loads((shard / RUN_RECORD).read_text()))
+    if not rows:
+        return None
+    order = {label: index for index, label in enumerate(METHOD_LABELS.values())}
+    rows.sort(key=lambda row: (order.get(row["method"], len(order)), int(row["seed"]), int(row["step"])))
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, plot_results.SEEDED_FIELDS, lineterminator="\n", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    path = write_atomically(Path(args.results) / RESULTS_CSV, write)
+    first = records[0] if records else {}
+    record = {key: first.get(key) for key in ("command", "model", "train_images", "test_images", "epochs", "steps",
+                                              "ratio", "batch_size", "reference_images", "granularity", "device",
+                                              "threads", "title")}
+    record.update(command=args.command, methods=list(dict.fromkeys(row["method"] for row in rows)),
+                  seeds=sorted({int(row["seed"]) for row in rows}), launcher=args.launcher, jobs=len(records),
+                  seconds=round(sum(float(r.get("seconds", 0)) for r in records), 1))
+    if record.get("title"):
+        record["title"] += f", {len(record['seeds'])} seed(s)"
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomically(Path(args.results) / RUN_RECORD, lambda temporary: temporary.write_text(text))
+    plot_results.write_summary(path)
+    return path
+
+
+def launch_experiment(module_name, args):
+    """Run the experiment as one submitit job per (method, seed), each into its own shard folder
+    (``--resume`` within it), then merge the shards into --results. A later call with the same
+    arguments collects what finished and submits only the (method, seed) runs still missing."""
+    check_output_folders(args)
+    folder = job_folder(args)
+    with FolderLock(args.results):
+        running = launcher.earlier_jobs_running(folder)
+        if running and args.no_wait:
+            merge_shards(args, folder)
+            print(f"{len(running)} earlier job(s) still running ({', '.join(running[:8])}); what they finished "
+                  f"is merged into {args.results}; call again to collect the rest", file=sys.stderr)
+            return None
+        if running:
+            launcher.wait_for_ids(folder, running)
+        todo = []
+        for method in selected_methods(args.method):
+            for seed in selected_seeds(args):
+                label = METHOD_LABELS[method]
+                shard = folder / "shards" / f"{label}-seed{seed}"
+                if _shard_done(shard, label, seed, args.steps):
+                    continue
+                job = argparse.Namespace(**vars(args))
+                job.__dict__.update(method=method, seeds=[seed], results=shard, resume=(shard / RESULTS_CSV).is_file(),
+                                    overwrite=False, launcher=None, no_wait=False, job_logs=None, quiet=True)
+                todo.append((module_name, job))
+        failed = []
+        if todo:
+            executor = launcher.make_executor(args, folder / "logs", "lean-pruning")
+            jobs = launcher.submit(executor, run_job, todo)
+            launcher.record_submission(folder, args.launcher, jobs, str(args.results))
+            print(f"submitted {len(jobs)} job(s), one per (method, seed); logs in {folder / 'logs'}", file=sys.stderr)
+            if args.no_wait:
+                return None
+            failed = launcher.follow(jobs)
+        merged = merge_shards(args, folder)
+        if failed:
+            raise launcher.JobsFailed(launcher.failure_message(failed))
+        launcher.forget_submission(folder)
+        print(f"results: {merged} (table and plot next to it); pruned models in {args.out}/seed-K")
+        return merged

@@ -98,10 +98,20 @@ def main(argv=None):
     setup = ResNetPruning(args)
     if args.model.is_file():
         setup.load_model()  # a checkpoint of another architecture fails here, before any work
+    else:
+        train_loader, _ = experiment.cs_loaders(args)
+        train_start_model(setup, args, train_loader)
+    if args.launcher:
+        experiment.launch_experiment(__name__, args)
+    else:
+        run(args)
+
+
+def run(args):
+    """The experiment of ``args`` in this process (what each job runs with --launcher)."""
+    setup = ResNetPruning(args)
     train_loader, setup.test_loader = experiment.cs_loaders(args)
     setup.reference = experiment.reference_batches(args)
-    if not args.model.is_file():
-        train_start_model(setup, args, train_loader)
     experiment.run_experiment(setup, args, train_loader)
 
 

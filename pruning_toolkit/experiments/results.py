@@ -4,7 +4,8 @@
 
 Reads the ``results.csv`` written by prune_example_msd.py / prune_example_resnet50.py and writes,
 next to it (or into ``--out``), ``results.md`` (a markdown table, one row per pruning step) and
-``accuracy_vs_kept.svg`` / ``.png`` (log x-axis). Needs no torch.
+``accuracy_vs_kept.svg`` / ``.png`` (log x-axis). With several seeds (``--seeds``): the mean over
+the seeds, +- their standard deviation in the table, a band in the plot. Needs no torch.
 """
 import csv
 import json
@@ -16,6 +17,8 @@ from pruning_toolkit.files import write_atomically
 
 RESULT_FIELDS = ("method", "step", "target_kept", "kept_fraction", "test_accuracy", "train_loss",
                  "seconds", "model_file")
+SEEDED_FIELDS = RESULT_FIELDS + ("seed",)     # results.csv since --seeds; files without it are seed 0
+LAYOUTS = (SEEDED_FIELDS, RESULT_FIELDS)
 TABLE_NAME = "results.md"
 PLOT_STEM = "accuracy_vs_kept"
 METHOD_ORDER = ("LEAN", "indivL1", "indivSV")
@@ -23,7 +26,7 @@ DEFAULT_TITLE = "Test accuracy while pruning"
 
 
 def read_results(csv_path):
-    """{method: [row, ...] sorted by step}; numbers parsed. ValueError for a file of another layout."""
+    """{method: [row, ...] sorted by step and seed}; numbers parsed. ValueError for a file of another layout."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"results file not found: {csv_path}")
@@ -35,7 +38,7 @@ def read_results(csv_path):
         results = {}
         for line_number, row in enumerate(reader, start=2):
             try:
-                parsed = dict(row, step=int(row["step"]),
+                parsed = dict(row, step=int(row["step"]), seed=int(row.get("seed") or 0),
                               **{k: float(row[k]) for k in ("target_kept", "kept_fraction", "test_accuracy")})
             except (TypeError, ValueError):
                 raise ValueError(f"{csv_path}, line {line_number}: malformed row {row}") from None
@@ -43,12 +46,23 @@ def read_results(csv_path):
     if not results:
         raise ValueError(f"{csv_path}: holds no results yet")
     for rows in results.values():
-        rows.sort(key=lambda r: r["step"])
+        rows.sort(key=lambda r: (r["step"], r["seed"]))
     return dict(sorted(results.items(), key=lambda item: _method_rank(item[0])))
 
 
 def _method_rank(method):
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def by_step(rows):
+    """[(step, target kept, mean kept, mean accuracy, std of accuracy, seeds)] of one method's rows."""
+    import numpy as np
+    steps = {}
+    for row in rows:
+        steps.setdefault((row["step"], row["target_kept"]), []).append(row)
+    return [(step, target, float(np.mean([r["kept_fraction"] for r in group])),
+             float(np.mean([r["test_accuracy"] for r in group])), float(np.std([r["test_accuracy"] for r in group])),
+             len(group)) for (step, target), group in sorted(steps.items())]
 
 
 def markdown_table(results):
@@ -63,16 +77,13 @@ def markdown_table(results):
     table.set_style(markdown)
     methods = list(results)
     table.field_names = ["step", "target kept"] + [f"{m} {what}" for m in methods for what in ("kept", "acc")]
-    by_step = {}
+    steps = {}
     for method, rows in results.items():
-        for row in rows:
-            by_step.setdefault((row["step"], row["target_kept"]), {})[method] = row
-    for (step, target), cells in sorted(by_step.items()):
-        line = [step, f"{target:.4f}"]
-        for method in methods:
-            row = cells.get(method)
-            line += ["", ""] if row is None else [f"{row['kept_fraction']:.4f}", f"{row['test_accuracy']:.4f}"]
-        table.add_row(line)
+        for step, target, kept, accuracy, spread, seeds in by_step(rows):
+            cell = f"{accuracy:.4f}" if seeds == 1 else f"{accuracy:.4f} ± {spread:.4f} ({seeds} seeds)"
+            steps.setdefault((step, target), {})[method] = [f"{kept:.4f}", cell]
+    for (step, target), cells in sorted(steps.items()):
+        table.add_row([step, f"{target:.4f}"] + [value for method in methods for value in cells.get(method, ["", ""])])
     table.align = "r"
     return table.get_string() + "\n"
 
@@ -86,8 +97,13 @@ def plot_accuracy(results, paths, title=DEFAULT_TITLE):
     styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]  # coinciding lines stay visible
     for index, (method, rows) in enumerate(results.items()):
         marker, line = styles[index % len(styles)]
-        axes.plot([r["kept_fraction"] for r in rows], [r["test_accuracy"] for r in rows],
-                  marker=marker, linestyle=line, markersize=4, markerfacecolor="none", label=method)
+        _, _, kept, accuracy, spread, seeds = zip(*by_step(rows))
+        drawn = axes.plot(kept, accuracy, marker=marker, linestyle=line, markersize=4, markerfacecolor="none",
+                          label=method if max(seeds) == 1 else f"{method} (mean, ± std over {max(seeds)} seeds)")
+        if max(seeds) > 1:
+            low = [a - s for a, s in zip(accuracy, spread)]
+            high = [a + s for a, s in zip(accuracy, spread)]
+            axes.fill_between(kept, low, high, color=drawn[0].get_color(), alpha=0.2, linewidth=0)
     axes.set_xscale("log")
     axes.set_xlabel("fraction of convolutions kept")
     axes.set_ylabel("test pixel accuracy")
