@@ -112,3 +112,41 @@ def test_a_torn_shard_line_is_left_out(tmp_path, one_process_lines):
     shard.write_text(one_process_lines[0] + "\n" + one_process_lines[1][:30])
     assert toy_grid.complete_shard_lines(shard) == [one_process_lines[0]]
     assert toy_log.parse_line(one_process_lines[0])
+
+
+def descendants(pid):
+    """The process ids below ``pid`` (from /proc), deepest last."""
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            children = (task / "children").read_text().split() if (task / "children").is_file() else []
+            found += [int(c) for c in children]
+            frontier += [int(c) for c in children]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the job's processes")
+def test_a_job_killed_mid_way_and_resubmitted_completes_without_duplicate_or_torn_lines(tmp_path):
+    import os
+    import signal
+    import time
+    runs = toy_grid.grid_runs(["moon"], ["lrp", "weight", "grad"], [1, 2], [0, 1, 2, 3])
+    reference = tmp_path / "reference.txt"
+    toy_grid.run_grid(runs, reference, jobs=1)
+    assert toy_grid.launch_grid(runs, tmp_path / "log.txt", options(tmp_path, no_wait=True), jobs=1) is None
+    job = json.loads((tmp_path / "jobs" / launcher.SUBMISSION).read_text())["jobs"][0]
+    shards = tmp_path / "jobs" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(s.stat().st_size for s in shards.glob("*.txt")):
+        time.sleep(0.05)
+    for pid in [int(job)] + descendants(int(job)):        # kill -9 the job and what it started
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    summary = toy_grid.launch_grid(runs, tmp_path / "log.txt", options(tmp_path), jobs=2)
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert sorted(lines) == log_lines(reference) and len(lines) == len(set(lines))
+    assert summary.requested == len(runs) and summary.skipped + summary.done == len(runs)
+    assert summary.skipped > 0 and summary.done > 0      # killed after some runs, the rest ran again
