@@ -112,6 +112,20 @@ def earlier_jobs_running(folder):
     return [job_id for job_id in record["jobs"] if _alive(record["launcher"], folder, job_id)]
 
 
+def settle_earlier_jobs(folder, no_wait, collect, where):
+    """Before submitting: if jobs an earlier call submitted still run, wait for them, or with ``no_wait``
+    ``collect()`` what they finished into ``where`` and return False (nothing more to do now)."""
+    running = earlier_jobs_running(folder)
+    if running and no_wait:
+        collect()
+        print(f"{len(running)} earlier job(s) still running ({', '.join(running[:8])}); what they finished "
+              f"is merged into {where}; call again to collect the rest", file=sys.stderr)
+        return False
+    if running:
+        wait_for_ids(folder, running)
+    return True
+
+
 def wait_for_ids(folder, job_ids, poll_seconds=5, stream=None):
     """Block until the jobs of an earlier call have ended."""
     stream = stream or sys.stderr

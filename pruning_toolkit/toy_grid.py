@@ -335,17 +335,14 @@ def launch_grid(runs, log_path, options, device="cpu", noisy_sigma=0.0, rank_log
     start = time.perf_counter()
     folder = Path(options.job_logs or f"{log_path}.jobs")
     sigma = log_sigma(noisy_sigma, rank_log)
-    running = launcher.earlier_jobs_running(folder)
-    if running and options.no_wait:
+    def collect():
         with toy_log.AppendLog(log_path, sigma) as log:
             merge_shards(log, folder)
-        print(f"{len(running)} earlier job(s) still running ({', '.join(running[:8])}); their finished runs "
-              f"are merged into {log_path}; call again to collect the rest", file=sys.stderr)
+
+    if not launcher.settle_earlier_jobs(folder, options.no_wait, collect, log_path):
         return None
-    if running:
-        launcher.wait_for_ids(folder, running)
+    collect()
     with toy_log.AppendLog(log_path, sigma) as log:
-        merge_shards(log, folder)
         todo = pending_runs(runs, log, rank_log)
     if not todo:
         launcher.forget_submission(folder)
@@ -362,8 +359,8 @@ def launch_grid(runs, log_path, options, device="cpu", noisy_sigma=0.0, rank_log
     if options.no_wait:
         return None
     failed = launcher.follow(submitted)
+    collect()
     with toy_log.AppendLog(log_path, sigma) as log:
-        merge_shards(log, folder)
         missing = len(pending_runs(runs, log, rank_log))
     if failed:
         raise launcher.JobsFailed(launcher.failure_message(failed))

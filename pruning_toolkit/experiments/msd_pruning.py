@@ -99,18 +99,12 @@ def main(argv=None):
         raise FileNotFoundError(f"model file not found: {args.model} (train one with "
                                 f"python examples/train_example_msd.py --depth {args.depth}, or try --quick)")
     MSDPruning(args).load_model()  # a model of another depth or architecture fails here, before any work
-    if args.launcher:
-        experiment.launch_experiment(__name__, args)
-    else:
-        run(args)
+    experiment.launch_or_run(__name__, args)
 
 
 def run(args):
     """The experiment of ``args`` in this process (what each job runs with --launcher)."""
-    setup = MSDPruning(args)
-    train_loader, setup.test_loader = experiment.cs_loaders(args)
-    setup.reference = experiment.reference_batches(args)
-    experiment.run_experiment(setup, args, train_loader)
+    experiment.run_with(MSDPruning(args), args)
 
 
 def report_errors(argv=None):

@@ -481,6 +481,20 @@ def fine_tune(setup, model, loader, epochs, quiet, description):
     return mean_loss
 
 
+def run_with(setup, args):
+    """The experiment of ``args`` in this process, for the architecture of ``setup``."""
+    train_loader, setup.test_loader = cs_loaders(args)
+    setup.reference = reference_batches(args)
+    return run_experiment(setup, args, train_loader)
+
+
+def launch_or_run(module_name, args):
+    """With --launcher: jobs (:func:`launch_experiment`); else ``module_name``'s ``run(args)`` here."""
+    if args.launcher:
+        return launch_experiment(module_name, args)
+    return importlib.import_module(module_name).run(args)
+
+
 def run_experiment(setup, args, train_loader):
     """Prune with every selected method, recording each step; returns the results.csv path."""
     check_output_folders(args)
@@ -650,14 +664,8 @@ def launch_experiment(module_name, args):
     check_output_folders(args)
     folder = job_folder(args)
     with FolderLock(args.results):
-        running = launcher.earlier_jobs_running(folder)
-        if running and args.no_wait:
-            merge_shards(args, folder)
-            print(f"{len(running)} earlier job(s) still running ({', '.join(running[:8])}); what they finished "
-                  f"is merged into {args.results}; call again to collect the rest", file=sys.stderr)
+        if not launcher.settle_earlier_jobs(folder, args.no_wait, lambda: merge_shards(args, folder), args.results):
             return None
-        if running:
-            launcher.wait_for_ids(folder, running)
         todo = []
         for method in selected_methods(args.method):
             for seed in selected_seeds(args):

@@ -101,18 +101,12 @@ def main(argv=None):
     else:
         train_loader, _ = experiment.cs_loaders(args)
         train_start_model(setup, args, train_loader)
-    if args.launcher:
-        experiment.launch_experiment(__name__, args)
-    else:
-        run(args)
+    experiment.launch_or_run(__name__, args)
 
 
 def run(args):
     """The experiment of ``args`` in this process (what each job runs with --launcher)."""
-    setup = ResNetPruning(args)
-    train_loader, setup.test_loader = experiment.cs_loaders(args)
-    setup.reference = experiment.reference_batches(args)
-    experiment.run_experiment(setup, args, train_loader)
+    experiment.run_with(ResNetPruning(args), args)
 
 
 def report_errors(argv=None):
