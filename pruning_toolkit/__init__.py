@@ -3,7 +3,8 @@ public surface with the reference projects' names, and this package never import
 
 Exported here, for LEAN on your own CNN: ``shrink`` and ``ShrinkReport`` (``shrinking``),
 ``LayerRule`` and ``register_layer_rule`` (``layer_rules``), ``Selection``, ``LeanChains`` and
-``NormThreshold`` (``selection``), ``prune_step`` (``pruning_step``). Imported on first use, so
+``NormThreshold`` (``selection``), ``CriterionSelection`` (``cnn_criteria``), ``prune_step``
+(``pruning_step``). Imported on first use, so
 that the toy experiment does not load the LEAN half.
 """
 import importlib
@@ -12,6 +13,7 @@ _EXPORTS = {
     "shrink": "shrinking", "ShrinkReport": "shrinking",
     "LayerRule": "layer_rules", "register_layer_rule": "layer_rules",
     "Selection": "selection", "LeanChains": "selection", "NormThreshold": "selection",
+    "CriterionSelection": "cnn_criteria",
     "prune_step": "pruning_step",
 }
 __all__ = sorted(_EXPORTS)
