@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from pruning_toolkit import cli, methods, runtime
+from pruning_toolkit import cli, runtime
 from pruning_toolkit.cnn_criteria import ScoreSelection, criterion_scores
 from pruning_toolkit.cli import OneLineErrorParser, UsageError
 from pruning_toolkit.experiments import EXAMPLES_DIR, msd_training
@@ -63,22 +63,13 @@ class Architecture:
     def graph(self, model):
         return msd_channel_graph(model, include_final_layer=False) if self.msd else resnet50_channel_graph(model.net)
 
-    def pruned_target(self, model):
-        """What the methods prune: the wrapper for MS-D (the 3x3 layers), the network for ResNet50."""
-        return model if self.msd else model.net
-
     def kept_fraction(self, model):
         counts = fraction_pruned_convs_MSD3x3(model) if self.msd else fraction_pruned_convs_ResNet50(model.net)
         return 1 - counts[2]
 
     def data_free(self, name, model, kept):
-        suffix = "_MSD_3x3" if self.msd else "_ResNet50"
-        method = {"lean": "LEAN_SV", "indivSV": "IndivSV_Global", "indivL1": "IndivL1_Global",
-                  "weight": "Weight_Global"}[name] + suffix
-        if name == "weight":
-            getattr(methods, method)(self.pruned_target(model), kept, None, granularity=self.args.granularity)
-        else:
-            getattr(methods, method)(self.pruned_target(model), kept)
+        """One-shot pruning by a method that needs no reference images (the pruning scripts' own step)."""
+        self.setup.prune(name, model, kept)
 
 
 def parse_args(argv=None):
@@ -115,6 +106,7 @@ def parse_args(argv=None):
     if min(args.samples) < 1:
         raise UsageError(f"--samples must be at least 1, got {min(args.samples)}")
     args.quick = args.narrow                 # what ResNetPruning reads for the narrow network
+    args.quiet = True
     return args
 
 

@@ -17,10 +17,10 @@ from pruning_toolkit.experiments import EXAMPLES_DIR, msd_training
 from pruning_toolkit.experiments import pruning_run as experiment
 
 PROG = "prune_example_msd.py"
-PRUNE_METHODS = {"lean": methods.LEAN_SV_MSD_3x3, "indivL1": methods.IndivL1_Global_MSD_3x3,
-                 "indivSV": methods.IndivSV_Global_MSD_3x3}
-CRITERION_METHODS = {"lrp": methods.LRP_Global_MSD_3x3, "taylor": methods.Taylor_Global_MSD_3x3,
-                     "grad": methods.Grad_Global_MSD_3x3, "weight": methods.Weight_Global_MSD_3x3}
+METHODS = {"lean": methods.LEAN_SV_MSD_3x3, "indivL1": methods.IndivL1_Global_MSD_3x3,
+           "indivSV": methods.IndivSV_Global_MSD_3x3, "lrp": methods.LRP_Global_MSD_3x3,
+           "taylor": methods.Taylor_Global_MSD_3x3, "grad": methods.Grad_Global_MSD_3x3,
+           "weight": methods.Weight_Global_MSD_3x3}
 NUM_LABELS = 5
 FULL_DEFAULTS = dict(
     experiment.FULL_DEFAULTS, depth=50,
@@ -51,11 +51,8 @@ class MSDPruning(experiment.PruningSetup):
         return model
 
     def prune(self, method, model, kept):
-        if method in CRITERION_METHODS:
-            CRITERION_METHODS[method](model, kept, self.reference, verbose=not self.args.quiet,
-                                      granularity=self.args.granularity)
-        else:
-            PRUNE_METHODS[method](model, kept, verbose=not self.args.quiet)
+        experiment.prune_with(METHODS[method], method, model, kept, self.reference, self.args.granularity,
+                              verbose=not self.args.quiet)
 
     def kept_fraction(self, model):
         return 1 - norm_graph.fraction_pruned_convs_MSD3x3(model)[2]

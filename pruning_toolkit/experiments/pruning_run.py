@@ -192,6 +192,14 @@ def kept_schedule(ratio, steps):
     return [ratio ** (step / steps) for step in range(1, steps + 1)]
 
 
+def prune_with(method_function, method, model, kept, reference, granularity, **options):
+    """One step of ``method``: the criteria take the reference batches and the granularity, the others not."""
+    if method in CRITERIA:
+        method_function(model, kept, reference, granularity=granularity, **options)
+    else:
+        method_function(model, kept, **options)
+
+
 def parse_seeds(text):
     """``--seeds``: a comma list of integers and ranges (0-4,7)."""
     seeds = []

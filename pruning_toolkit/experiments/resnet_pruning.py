@@ -22,10 +22,10 @@ from pruning_toolkit.experiments.fcn_segmentation import NARROW_SHAPE, FCNSegmen
 from pruning_toolkit.experiments.msd_training import train_keeping_best
 
 PROG = "prune_example_resnet50.py"
-PRUNE_METHODS = {"lean": methods.LEAN_SV_ResNet50, "indivL1": methods.IndivL1_Global_ResNet50,
-                 "indivSV": methods.IndivSV_Global_ResNet50}
-CRITERION_METHODS = {"lrp": methods.LRP_Global_ResNet50, "taylor": methods.Taylor_Global_ResNet50,
-                     "grad": methods.Grad_Global_ResNet50, "weight": methods.Weight_Global_ResNet50}
+METHODS = {"lean": methods.LEAN_SV_ResNet50, "indivL1": methods.IndivL1_Global_ResNet50,
+           "indivSV": methods.IndivSV_Global_ResNet50, "lrp": methods.LRP_Global_ResNet50,
+           "taylor": methods.Taylor_Global_ResNet50, "grad": methods.Grad_Global_ResNet50,
+           "weight": methods.Weight_Global_ResNet50}
 NUM_CLASSES = 5
 FULL_DEFAULTS = dict(
     experiment.FULL_DEFAULTS,
@@ -59,10 +59,7 @@ class ResNetPruning(experiment.PruningSetup):
         return model
 
     def prune(self, method, model, kept):
-        if method in CRITERION_METHODS:
-            CRITERION_METHODS[method](model.net, kept, self.reference, granularity=self.args.granularity)
-        else:
-            PRUNE_METHODS[method](model.net, kept)
+        experiment.prune_with(METHODS[method], method, model.net, kept, self.reference, self.args.granularity)
 
     def kept_fraction(self, model):
         return 1 - norm_graph.fraction_pruned_convs_ResNet50(model.net)[2]
