@@ -5,7 +5,7 @@ lowest-ranked in one shot ("Pruning by Explaining", Yeom et al. 2021), evaluate 
 accuracy before pruning); :func:`run` does one run and returns its log lines.
 """
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,17 @@ from pruning_toolkit.toy_vocabulary import PRUNED_NEURONS, RANK_SCENARIO
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """What every run on one dataset shares: the model, the training set and its pre-pruning accuracy."""
+    """What every run on one dataset shares: the model, the training set and its pre-pruning accuracy.
+
+    ``pruned_train_accuracy`` remembers the training accuracy of each pruned model by its removed
+    neurons: runs that remove the same neurons (the weight criterion removes the same ones for
+    every seed and sample count) evaluate the training set once."""
     dataset: str
     model: nn.Sequential
     train_X: torch.Tensor
     train_y: torch.Tensor
     train_accuracy: float
+    pruned_train_accuracy: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def load_trained_model(dataset, path=None):
@@ -111,18 +116,21 @@ def run(prepared, criterion, samples_per_class, seed, noisy_sigma=0.0, rank_log=
     else:
         test_X, test_y = reference_X, reference_y
     pruned_model = prune(model, order, count)
+    removed = np.sort(order[:count]).astype(np.uint16).tobytes()
     evaluations = [Evaluation(key(scenario, stage), stage, scenario, stage_model, X, y, accuracy)
                    for stage, stage_model, scenario, X, y, accuracy in _evaluate(
-                       prepared, pruned_model, test_X, test_y, reference_logits)]
+                       prepared, pruned_model, removed, test_X, test_y, reference_logits)]
     lines = [toy_log.format_accuracy_line(e.key, e.accuracy) for e in evaluations]
     return RunResult(lines, evaluations, order, pruned_model)
 
 
-def _evaluate(prepared, pruned_model, test_X, test_y, pre_test_logits):
+def _evaluate(prepared, pruned_model, removed, test_X, test_y, pre_test_logits):
     """``(stage, model, scenario, X, y, accuracy)`` for train/test before and after pruning.
 
     The unpruned model's training accuracy comes from ``prepared`` and, when given, its test
-    accuracy from the logits the criterion already computed: nothing is evaluated twice.
+    accuracy from the logits the criterion already computed; the pruned model's training
+    accuracy is remembered in ``prepared`` under ``removed`` (its removed neurons): nothing is
+    evaluated twice.
     """
     for stage, model in (("pre", prepared.model), ("post", pruned_model)):
         for scenario, X, y in (("train", prepared.train_X, prepared.train_y), ("test", test_X, test_y)):
@@ -130,6 +138,11 @@ def _evaluate(prepared, pruned_model, test_X, test_y, pre_test_logits):
                 accuracy = prepared.train_accuracy
             elif stage == "pre" and pre_test_logits is not None:
                 accuracy = toy_model.accuracy_of_logits(pre_test_logits, y)
+            elif scenario == "train":
+                cache = prepared.pruned_train_accuracy
+                if removed not in cache:
+                    cache[removed] = toy_model.accuracy(model, X, y)
+                accuracy = cache[removed]
             else:
                 accuracy = toy_model.accuracy(model, X, y)
             yield stage, model, scenario, X, y, accuracy

@@ -1,5 +1,6 @@
 """The four criteria, ranking, neuron removal and one run, checked against hand computations and slow
 independent implementations (explicit loops, finite differences)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -273,6 +274,24 @@ def test_pre_pruning_test_accuracy_reuses_the_criterion_forward_pass_exactly(tin
             assert torch.equal(logits, tiny_prepared.model(X))
     record = toy_log.parse_line(toy_pruning.run(tiny_prepared, criterion, 5, 2, count=40).lines[1])
     assert record.value == toy_model.accuracy(tiny_prepared.model, X, y)
+
+
+def test_runs_removing_the_same_neurons_evaluate_the_training_set_once(tiny_prepared, monkeypatch):
+    prepared = dataclasses.replace(tiny_prepared, pruned_train_accuracy={})
+    evaluated = []
+    plain_accuracy = toy_model.accuracy
+    monkeypatch.setattr(toy_model, "accuracy", lambda model, X, y: evaluated.append(len(y)) or plain_accuracy(model, X, y))
+    first = toy_pruning.run(prepared, "weight", 2, 1, count=40)
+    second = toy_pruning.run(prepared, "weight", 5, 9, count=40)  # weight ignores the reference samples
+    assert set(first.order[:40]) == set(second.order[:40])
+    assert evaluated.count(len(prepared.train_y)) == 1 and len(prepared.pruned_train_accuracy) == 1
+    post_train = toy_log.parse_line(second.lines[2]).value
+    assert post_train == toy_log.parse_line(first.lines[2]).value
+    assert post_train == plain_accuracy(second.pruned_model, prepared.train_X, prepared.train_y)
+    third = toy_pruning.run(prepared, "lrp", 2, 1, count=40)
+    assert set(third.order[:40]) != set(first.order[:40]) and len(prepared.pruned_train_accuracy) == 2
+    assert toy_log.parse_line(third.lines[2]).value == plain_accuracy(third.pruned_model, prepared.train_X,
+                                                                       prepared.train_y)
 
 
 def test_rank_log_run_logs_the_order_and_prunes_nothing(tiny_prepared):
