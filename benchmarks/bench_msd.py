@@ -8,7 +8,7 @@ Without ``--kept``: a randomly initialised network. With ``--kept``: the trained
 (default: the shipped depth-50 network) LEAN-pruned along the paper's schedule (15 steps to
 5 %, no fine-tuning) to each kept fraction, one training step timed with the dense masked
 computation (every layer reads all earlier channels) and with the fast path (live inputs only,
-``msd_network.SPARSE_READ_BELOW``), then the projected time of the full pruning experiment (3 methods,
+``msd_network.SPARSE_READ_BELOW``; ``--compiled-reads`` compares where the compiled kernels take over), then the projected time of the full pruning experiment (3 methods,
 15 steps, 3 epochs, 500 training images, 50 test images) from times interpolated in log kept.
 Reports the best of ``--repeats`` runs in ms per image (wall clock).
 """
@@ -45,14 +45,14 @@ def best_time(step, repeats, synchronize):
     return min(wall)
 
 
-def with_threshold(threshold, function):
-    """Run ``function`` with msd_network.SPARSE_READ_BELOW set to ``threshold`` (0: always dense)."""
-    saved = msd_network.SPARSE_READ_BELOW
-    msd_network.SPARSE_READ_BELOW = threshold
+def with_setting(name, value, function):
+    """Run ``function`` with the module setting ``msd_network.<name>`` set to ``value``."""
+    saved = getattr(msd_network, name)
+    setattr(msd_network, name, value)
     try:
         return function()
     finally:
-        msd_network.SPARSE_READ_BELOW = saved
+        setattr(msd_network, name, saved)
 
 
 def timings(model, x, y, repeats, synchronize):
@@ -115,6 +115,9 @@ def main(argv=None):
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="trained start network for --kept")
     parser.add_argument("--thresholds", type=lambda text: [float(v) for v in text.split(",")], default=None,
                         help="also time the fast path with these values of msd_network.SPARSE_READ_BELOW")
+    parser.add_argument("--compiled-reads", type=lambda text: [int(v) for v in text.split(",")], default=None,
+                        help="also time the fast path with these values of msd_network.COMPILED_READS_UP_TO "
+                             "(the most live inputs a layer may read on the compiled kernels; 0: never), e.g. 0,1,2,4,8")
     args = parser.parse_args(argv)
     runtime.set_threads(args.threads)
     torch.manual_seed(0)
@@ -137,14 +140,17 @@ def main(argv=None):
 
     print(f"MS-D depth {args.depth}, {args.model.name} LEAN-pruned, {where}; ms per image")
     header = f"{'kept':>7} {'live inputs':>11} {'dense step':>11} {'fast step':>10} {'speedup':>8} {'fast infer':>11}"
-    extra = "".join(f" {'t=' + format(t, 'g'):>8}" for t in args.thresholds or [])
+    variants = ([("SPARSE_READ_BELOW", value, f"t={value:g}") for value in args.thresholds or []]
+                + [("COMPILED_READS_UP_TO", value, f"c={value}") for value in args.compiled_reads or []])
+    extra = "".join(f" {label:>8}" for _, _, label in variants)
     print(header + extra)
     kept_points, dense_steps, fast_steps = [], [], []
     for kept, model in pruned_models(args):
-        dense_step, dense_inference = with_threshold(0.0, lambda: timings(model, x, y, args.repeats, synchronize))
+        dense_step, dense_inference = with_setting("SPARSE_READ_BELOW", 0.0,
+                                                   lambda: timings(model, x, y, args.repeats, synchronize))
         fast_step, fast_inference = timings(model, x, y, args.repeats, synchronize)
-        others = [with_threshold(t, lambda: timings(model, x, y, args.repeats, synchronize))[0]
-                  for t in args.thresholds or []]
+        others = [with_setting(name, value, lambda: timings(model, x, y, args.repeats, synchronize))[0]
+                  for name, value, _ in variants]
         kept_fraction = 1 - pruning_utils.fraction_pruned_convs_MSD3x3(model)[2] if kept < 1 else 1.0
         print(f"{kept_fraction:7.4f} {live_inputs_per_layer(model):11.1f} {per_image(dense_step):>11} "
               f"{per_image(fast_step):>10} {dense_step / fast_step:7.2f}x {per_image(fast_inference):>11}"

@@ -15,6 +15,7 @@ than the image, where msd_pytorch reads out of bounds, the mirroring simply cont
 """
 import errno
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -35,8 +36,11 @@ DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 SPARSE_READ_BELOW = 0.25
 DENSE_BLOCK_ABOVE = 0.6
 # On the CPU, a layer reading at most this many listed channels runs the compiled kernels of
-# pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes).
-COMPILED_READS_UP_TO = 8
+# pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes). Where
+# they win depends on the CPU (benchmarks/bench_msd.py --compiled-reads measures it); None:
+# the environment variable PRUNING_TOOLKIT_COMPILED_READS (0: never), else 8.
+COMPILED_READS_UP_TO = None
+COMPILED_READS_ENV = "PRUNING_TOOLKIT_COMPILED_READS"
 USE_COMPILED_KERNELS = True
 
 __all__ = [
@@ -93,9 +97,24 @@ def _tap_offsets(pad, dilation):
 def _compiled_kernels(tensor, read):
     """pruning_toolkit.msd_kernels when a layer reading ``read`` should use them: on the CPU,
     for a few live channels (``COMPILED_READS_UP_TO``), with numba installed; else None."""
-    if read is None or not USE_COMPILED_KERNELS or tensor.device.type != "cpu" or read.numel() > COMPILED_READS_UP_TO:
+    if read is None or not USE_COMPILED_KERNELS or tensor.device.type != "cpu" or read.numel() > compiled_reads_up_to():
         return None
     return _msd_kernels_module()
+
+
+def compiled_reads_up_to():
+    """The most listed channels a layer may read and still run the compiled kernels."""
+    return _compiled_reads_from_environment() if COMPILED_READS_UP_TO is None else COMPILED_READS_UP_TO
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_reads_from_environment(default=8):
+    text = os.environ.get(COMPILED_READS_ENV, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"{COMPILED_READS_ENV}={text!r}: expected a whole number of channels (0: never)")
+    return int(text)
 
 
 @functools.lru_cache(maxsize=None)

@@ -204,3 +204,22 @@ def test_checkpoint_of_sparse_training_loads_anywhere(tmp_path):
     x = batches(11)[0][0]
     with torch.no_grad():
         torch.testing.assert_close(reloaded.net(x), model.net(x))
+
+
+def test_compiled_kernel_limit_comes_from_the_environment(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(msd_network, "COMPILED_READS_UP_TO", None)
+    env = msd_network.COMPILED_READS_ENV
+    buffer, one_read = torch.zeros(2, 1, 4, 4), torch.tensor([0])
+    try:
+        for text, expected in (("", 8), ("0", 0), (" 3 ", 3)):
+            monkeypatch.setenv(env, text)
+            msd_network._compiled_reads_from_environment.cache_clear()
+            assert msd_network.compiled_reads_up_to() == expected
+            assert (msd_network._compiled_kernels(buffer, one_read) is None) == (expected == 0)
+        monkeypatch.setenv(env, "many")
+        msd_network._compiled_reads_from_environment.cache_clear()
+        with pytest.raises(ValueError, match=f"{env}='many': expected a whole number"):
+            msd_network.compiled_reads_up_to()
+    finally:
+        msd_network._compiled_reads_from_environment.cache_clear()
