@@ -37,8 +37,9 @@ SPARSE_READ_BELOW = 0.25
 DENSE_BLOCK_ABOVE = 0.6
 # On the CPU, a layer reading at most this many listed channels runs the compiled kernels of
 # pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes). Where
-# they win depends on the CPU (benchmarks/bench_msd.py --compiled-reads measures it); None:
-# the environment variable PRUNING_TOOLKIT_COMPILED_READS (0: never), else 8.
+# they win depends on the CPU (benchmarks/bench_msd.py --compiled-reads measures it; on a
+# 2-core Xeon, layers reading one channel gain and layers reading more lose); None: the
+# environment variable PRUNING_TOOLKIT_COMPILED_READS (0: never), else 1.
 COMPILED_READS_UP_TO = None
 COMPILED_READS_ENV = "PRUNING_TOOLKIT_COMPILED_READS"
 USE_COMPILED_KERNELS = True
@@ -108,7 +109,7 @@ def compiled_reads_up_to():
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_reads_from_environment(default=8):
+def _compiled_reads_from_environment(default=1):
     text = os.environ.get(COMPILED_READS_ENV, "").strip()
     if not text:
         return default

@@ -60,6 +60,7 @@ def train(model, data, threshold, monkeypatch, compiled=True):
     if threshold == ALWAYS_SPARSE:
         monkeypatch.setattr(msd_network, "DENSE_BLOCK_ABOVE", float("inf"))
     monkeypatch.setattr(msd_network, "USE_COMPILED_KERNELS", compiled)
+    monkeypatch.setattr(msd_network, "COMPILED_READS_UP_TO", 8)  # every small layer on the kernels
     losses = [model.learn(x, y) for x, y in data]
     monkeypatch.undo()
     return losses
@@ -178,6 +179,7 @@ def test_reads_follow_mask_changes(monkeypatch):
 @pytest.mark.parametrize("compiled", [True, False], ids=["numba kernels", "matrix products"])
 def test_gradcheck_of_sparse_reads(compiled, monkeypatch):
     monkeypatch.setattr(msd_network, "USE_COMPILED_KERNELS", compiled)
+    monkeypatch.setattr(msd_network, "COMPILED_READS_UP_TO", 8)  # every small layer on the kernels
     torch.manual_seed(0)
     x = torch.randn(2, 2, 5, 6, dtype=torch.double, requires_grad=True)
     bias = torch.randn(4, dtype=torch.double, requires_grad=True)
@@ -212,7 +214,7 @@ def test_compiled_kernel_limit_comes_from_the_environment(monkeypatch):
     env = msd_network.COMPILED_READS_ENV
     buffer, one_read = torch.zeros(2, 1, 4, 4), torch.tensor([0])
     try:
-        for text, expected in (("", 8), ("0", 0), (" 3 ", 3)):
+        for text, expected in (("", 1), ("0", 0), (" 3 ", 3)):
             monkeypatch.setenv(env, text)
             msd_network._compiled_reads_from_environment.cache_clear()
             assert msd_network.compiled_reads_up_to() == expected
