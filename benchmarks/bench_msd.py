@@ -8,8 +8,9 @@ Without ``--kept``: a randomly initialised network. With ``--kept``: the trained
 (default: the shipped depth-50 network) LEAN-pruned along the paper's schedule (15 steps to
 5 %, no fine-tuning) to each kept fraction, one training step timed with the dense masked
 computation (every layer reads all earlier channels) and with the fast path (live inputs only,
-``msd_network.SPARSE_READ_BELOW``; ``--compiled-reads`` compares where the compiled kernels take over), then the projected time of the full pruning experiment (3 methods,
-15 steps, 3 epochs, 500 training images, 50 test images) from times interpolated in log kept.
+``msd_network.SPARSE_READ_BELOW``; ``--compiled-reads`` compares where the compiled kernels take
+over), then the projected time of the full pruning experiment (3 methods, 15 steps, 3 epochs,
+500 training images, 50 test images) from times interpolated in log kept.
 Reports the best of ``--repeats`` runs in ms per image (wall clock).
 """
 import argparse
