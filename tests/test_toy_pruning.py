@@ -280,7 +280,12 @@ def test_runs_removing_the_same_neurons_evaluate_the_training_set_once(tiny_prep
     prepared = dataclasses.replace(tiny_prepared, pruned_train_accuracy={})
     evaluated = []
     plain_accuracy = toy_model.accuracy
-    monkeypatch.setattr(toy_model, "accuracy", lambda model, X, y: evaluated.append(len(y)) or plain_accuracy(model, X, y))
+
+    def counted_accuracy(model, X, y):
+        evaluated.append(len(y))
+        return plain_accuracy(model, X, y)
+
+    monkeypatch.setattr(toy_model, "accuracy", counted_accuracy)
     first = toy_pruning.run(prepared, "weight", 2, 1, count=40)
     second = toy_pruning.run(prepared, "weight", 5, 9, count=40)  # weight ignores the reference samples
     assert set(first.order[:40]) == set(second.order[:40])
