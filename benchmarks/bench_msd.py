@@ -147,8 +147,8 @@ def main(argv=None):
     print(header + extra)
     kept_points, dense_steps, fast_steps = [], [], []
     for kept, model in pruned_models(args):
-        dense_step, dense_inference = with_setting("SPARSE_READ_BELOW", 0.0,
-                                                   lambda: timings(model, x, y, args.repeats, synchronize))
+        dense_step, dense_inference = with_setting("USE_COMPILED_KERNELS", False, lambda: with_setting(
+            "SPARSE_READ_BELOW", 0.0, lambda: timings(model, x, y, args.repeats, synchronize)))
         fast_step, fast_inference = timings(model, x, y, args.repeats, synchronize)
         others = [with_setting(name, value, lambda: timings(model, x, y, args.repeats, synchronize))[0]
                   for name, value, _ in variants]

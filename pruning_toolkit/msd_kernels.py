@@ -26,19 +26,21 @@ def layer_forward(buffer, read, weight, bias, first, pad, dilation, height, widt
     for row in prange(outputs * batch * height):
         o, rest = _split(row, batch * height)
         b, y = _split(rest, height)
-        acc = np.full(width_px, bias[o], dtype=buffer.dtype)
+        out = buffer[first + o, b, pad + y, pad:pad + width_px]  # not read by this layer
+        for x in range(width_px):
+            out[x] = bias[o]
         for i in range(n):
             for a in range(3):
                 source = buffer[read[i], b, pad + y + (a - 1) * dilation]
-                for c in range(3):
-                    w = weight[o, i, a, c]
-                    left = pad + (c - 1) * dilation
-                    for x in range(width_px):
-                        acc[x] += w * source[left + x]
-        out = buffer[first + o, b, pad + y]
-        zero = acc[0] * 0
+                west = source[pad - dilation:pad - dilation + width_px]
+                centre = source[pad:pad + width_px]
+                east = source[pad + dilation:pad + dilation + width_px]
+                w0, w1, w2 = weight[o, i, a, 0], weight[o, i, a, 1], weight[o, i, a, 2]
+                for x in range(width_px):
+                    out[x] += w0 * west[x] + w1 * centre[x] + w2 * east[x]
+        zero = out[0] * 0
         for x in range(width_px):
-            out[pad + x] = max(acc[x], zero)
+            out[x] = max(out[x], zero)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -54,12 +56,17 @@ def weight_gradient(buffer, read, grad_out, pad, dilation):
             for i in range(n):
                 for a in range(3):
                     source = buffer[read[i], b, pad + y + (a - 1) * dilation]
-                    for c in range(3):
-                        left = pad + (c - 1) * dilation
-                        total = gradient[0] * 0
-                        for x in range(width_px):
-                            total += gradient[x] * source[left + x]
-                        partial[row, o, i, a, c] = total
+                    west = source[pad - dilation:pad - dilation + width_px]
+                    centre = source[pad:pad + width_px]
+                    east = source[pad + dilation:pad + dilation + width_px]
+                    total0 = total1 = total2 = gradient[0] * 0
+                    for x in range(width_px):
+                        total0 += gradient[x] * west[x]
+                        total1 += gradient[x] * centre[x]
+                        total2 += gradient[x] * east[x]
+                    partial[row, o, i, a, 0] = total0
+                    partial[row, o, i, a, 1] = total1
+                    partial[row, o, i, a, 2] = total2
     return partial.sum(axis=0)
 
 
@@ -75,21 +82,16 @@ def input_gradient(grad_padded, read, weight, grad_out, pad, dilation, first_cha
         b, target_row = _split(rest, padded_height)
         if read[i] < first_channel:
             continue
-        acc = np.zeros(grad_padded.shape[3], dtype=grad_padded.dtype)
-        touched = False
+        target = grad_padded[read[i], b, target_row]
         for a in range(3):
             y = target_row - pad - (a - 1) * dilation
             if y < 0 or y >= height:
                 continue
-            touched = True
             for o in range(outputs):
                 gradient = grad_out[o, b, y]
                 for c in range(3):
                     w = weight[o, i, a, c]
                     left = pad + (c - 1) * dilation
+                    tap = target[left:left + width_px]
                     for x in range(width_px):
-                        acc[left + x] += w * gradient[x]
-        if touched:
-            target = grad_padded[read[i], b, target_row]
-            for x in range(acc.shape[0]):
-                target[x] += acc[x]
+                        tap[x] += w * gradient[x]

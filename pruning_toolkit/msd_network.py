@@ -35,12 +35,12 @@ DEFAULT_DILATIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 # less than DENSE_BLOCK_ABOVE of what the dense block reads; measured with benchmarks/bench_msd.py.
 SPARSE_READ_BELOW = 0.25
 DENSE_BLOCK_ABOVE = 0.6
-# On the CPU, a layer reading at most this many listed channels runs the compiled kernels of
-# pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes). Where
-# they win depends on the CPU (benchmarks/bench_msd.py --compiled-reads measures it; on a
-# 2-core Xeon, layers reading one channel gain and layers reading more lose); None: the
-# environment variable PRUNING_TOOLKIT_COMPILED_READS (0: never), else 1.
+# On the CPU, a layer reading at most this many channels runs the compiled kernels of
+# pruning_toolkit.msd_kernels (9 n multiply-adds per pixel, no per-tap image passes), measured
+# with benchmarks/bench_msd.py --compiled-reads; None: the environment variable
+# PRUNING_TOOLKIT_COMPILED_READS (0: never), else 8.
 COMPILED_READS_UP_TO = None
+COMPILED_READ_FRACTION = 0.7   # ... and any layer reading at most this fraction of its inputs
 COMPILED_READS_ENV = "PRUNING_TOOLKIT_COMPILED_READS"
 USE_COMPILED_KERNELS = True
 
@@ -95,10 +95,57 @@ def _tap_offsets(pad, dilation):
             for a in range(3) for b in range(3)]
 
 
-def _compiled_kernels(tensor, read):
-    """pruning_toolkit.msd_kernels when a layer reading ``read`` should use them: on the CPU,
-    for a few live channels (``COMPILED_READS_UP_TO``), with numba installed; else None."""
-    if read is None or not USE_COMPILED_KERNELS or tensor.device.type != "cpu" or read.numel() > compiled_reads_up_to():
+def _spread_over_taps(planes, grad, pad, dilation):
+    """Fill ``planes`` (3, 3, ..., H + 2p, W + 2p) with ``grad`` (..., H, W) placed at each tap's
+    window and zeros elsewhere (the layout in which one matrix product gives the gradients of all
+    nine taps); only the border around each window is zeroed, so the planes can be reused."""
+    height, width = grad.shape[-2:]
+    for a, b, top, left in _tap_offsets(pad, dilation):
+        plane = planes[a, b]
+        plane[..., :top, :] = 0
+        plane[..., top + height:, :] = 0
+        rows = plane[..., top:top + height, :]
+        rows[..., :left] = 0
+        rows[..., left + width:] = 0
+        rows[..., left:left + width] = grad
+    return planes
+
+
+def _compiled_limit(device):
+    """``compiled_reads_up_to()`` for layers on ``device``; 0 where the kernels cannot run."""
+    if not USE_COMPILED_KERNELS or device.type != "cpu" or _msd_kernels_module() is None:
+        return 0
+    return compiled_reads_up_to()
+
+
+def _on_compiled_kernels(count, channels, limit):
+    """Whether a layer reading ``count`` of its ``channels`` earlier channels runs the compiled
+    kernels: a few channels, or a small enough part of them (limit 0: never)."""
+    return limit > 0 and (count <= limit or count <= COMPILED_READ_FRACTION * channels)
+
+
+def _choose_reads(live_inputs, compiled_limit, device):
+    """What each layer reads (None: every earlier channel, else the list of live ones), from
+    the bool vectors ``live_inputs``: the list wherever the compiled kernels run; on matrix
+    products, the list only where a layer reads few of its inputs and the block as a whole is
+    pruned enough for the copies to pay (``SPARSE_READ_BELOW``, ``DENSE_BLOCK_ABOVE``)."""
+    counts = [int(live.sum()) for live in live_inputs]
+    compiled = [_on_compiled_kernels(count, live.numel(), compiled_limit) for live, count in zip(live_inputs, counts)]
+    on_matrices = [k for k, on_kernels in enumerate(compiled) if not on_kernels]
+    live_total = sum(counts[k] for k in on_matrices)
+    dense_total = sum(live_inputs[k].numel() for k in on_matrices)
+    block_dense = live_total >= DENSE_BLOCK_ABOVE * dense_total
+    reads = []
+    for live, count, on_kernels in zip(live_inputs, counts, compiled):
+        listed = on_kernels or (not block_dense and count < SPARSE_READ_BELOW * live.numel())
+        reads.append(live.nonzero().flatten().to(device) if listed else None)
+    return reads
+
+
+def _compiled_kernels(tensor, read, channels):
+    """pruning_toolkit.msd_kernels when a layer reading ``read`` of its ``channels`` earlier
+    channels should use them (:func:`_on_compiled_kernels`), else None."""
+    if read is None or not _on_compiled_kernels(read.numel(), channels, _compiled_limit(tensor.device)):
         return None
     return _msd_kernels_module()
 
@@ -109,7 +156,7 @@ def compiled_reads_up_to():
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_reads_from_environment(default=1):
+def _compiled_reads_from_environment(default=8):
     text = os.environ.get(COMPILED_READS_ENV, "").strip()
     if not text:
         return default
@@ -134,6 +181,22 @@ def _layer_source(buffer, c, read):
     if read is None:
         return buffer[:c].reshape(c, -1)
     return buffer.index_select(0, read).reshape(read.numel(), -1)
+
+
+def _products_summed_over_pixels(left, right, chunk=4096):
+    """``left @ right.T`` for row-major (rows, pixels) matrices: a layer's weight gradient. On the
+    CPU the long sum over pixels runs as one small product per chunk of pixels, then a sum (a
+    single product with a tiny output uses the cores poorly; bench_msd.py measures it)."""
+    pixels = left.shape[1]
+    chunks = pixels // chunk
+    if left.device.type != "cpu" or chunks < 2 or left.stride(1) != 1 or right.stride(1) != 1:
+        return torch.mm(left, right.t())
+    left_chunks = left.as_strided((chunks, left.shape[0], chunk), (chunk, left.stride(0), 1))
+    right_chunks = right.as_strided((chunks, chunk, right.shape[0]), (chunk, 1, right.stride(0)))
+    total = torch.bmm(left_chunks, right_chunks).sum(0)
+    if chunks * chunk < pixels:
+        total += torch.mm(left[:, chunks * chunk:], right[:, chunks * chunk:].t())
+    return total
 
 
 class _MSDBlockFunction(torch.autograd.Function):
@@ -167,7 +230,7 @@ class _MSDBlockFunction(torch.autograd.Function):
             if weight.shape[1] == 0:
                 buffer[c:c + layer_width] = layer_bias.relu()
                 continue
-            kernels = _compiled_kernels(buffer, read)
+            kernels = _compiled_kernels(buffer, read, c)
             if kernels is not None:
                 kernels.layer_forward(buffer.numpy(), read.numpy(), weight.detach().contiguous().numpy(),
                                       layer_bias.detach().reshape(-1).numpy(), c, pad, dilation, height, width_px)
@@ -205,6 +268,7 @@ class _MSDBlockFunction(torch.autograd.Function):
         grad_bias = buffer.new_zeros(layer_width * len(weights))
         grad_weights = [None] * len(weights)
         first_channel = 0 if need_input_grad else c_in
+        spread_planes = None
 
         for k in reversed(range(len(weights))):
             c, read, weight = c_in + k * layer_width, reads[k], weights[k]
@@ -221,7 +285,7 @@ class _MSDBlockFunction(torch.autograd.Function):
             grad_bias[k * layer_width:(k + 1) * layer_width] = grad_out_k.sum((1, 2, 3))
             if weight.shape[1] == 0 or (k == 0 and not need_input_grad and not ctx.needs_input_grad[4]):
                 continue
-            kernels = _compiled_kernels(buffer, read)
+            kernels = _compiled_kernels(buffer, read, c)
             if kernels is not None:
                 if ctx.needs_input_grad[4 + k]:
                     grad_weights[k] = torch.from_numpy(kernels.weight_gradient(
@@ -229,12 +293,11 @@ class _MSDBlockFunction(torch.autograd.Function):
                 kernels.input_gradient(grad_padded.numpy(), read.numpy(), weight.contiguous().numpy(),
                                        grad_out_k.numpy(), pad, dilations[k], first_channel)
                 continue
-            spread = buffer.new_zeros(3, 3, layer_width, *buffer.shape[1:])
-            for a, b, top, left in _tap_offsets(pad, dilations[k]):
-                spread[a, b, :, :, top:top + height, left:left + width_px] = grad_out_k
-            spread = spread.view(9 * layer_width, -1)
+            if spread_planes is None:
+                spread_planes = buffer.new_empty(3, 3, layer_width, *buffer.shape[1:])
+            spread = _spread_over_taps(spread_planes, grad_out_k, pad, dilations[k]).view(9 * layer_width, -1)
             if ctx.needs_input_grad[4 + k]:
-                grad_taps = torch.mm(spread, _layer_source(buffer, c, read).t())
+                grad_taps = _products_summed_over_pixels(spread, _layer_source(buffer, c, read))
                 grad_weights[k] = grad_taps.view(3, 3, layer_width, -1).permute(2, 3, 0, 1)
             taps = weight.permute(2, 3, 0, 1).reshape(9 * layer_width, weight.shape[1])
             if read is None:
@@ -298,20 +361,28 @@ class MSDBlock2d(nn.Module):
 
         A channel is constant zero when its bias is pruned and every unpruned kernel into it
         reads a constant-zero channel; kernels from such channels contribute nothing and get
-        zero gradients, so they are not read. Cached until a mask changes."""
+        zero gradients, so they are not read. Layers reading few channels get their list on the
+        CPU's compiled kernels even when unpruned; the others read a list only when the block
+        is pruned enough for the copy to pay. Cached until a mask or a setting changes."""
         masks = [getattr(self, f"weight{k}_mask", None) for k in range(self.depth)]
         masks.append(getattr(self, "bias_mask", None))
-        if all(mask is None for mask in masks):
-            return [None] * self.depth
+        device = self.bias.device
+        settings = (SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE, _compiled_limit(device), device)
         key = [(mask, mask._version) for mask in masks if mask is not None]
         cached = self._reads_cache
-        if cached is not None and cached[0] == (SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE) and len(cached[1]) == len(key) and all(
+        if cached is not None and cached[0] == settings and len(cached[1]) == len(key) and all(
                 a is b and va == vb for (a, va), (b, vb) in zip(cached[1], key)):
             return cached[2]
+        reads = _choose_reads(self._live_inputs(masks), settings[2], device)
+        self._reads_cache = (settings, key, reads)
+        return reads
+
+    def _live_inputs(self, masks):
+        """Per layer, a bool vector over its earlier channels: read through a live kernel."""
         *weight_masks, bias_mask = masks
         bias_live = None if bias_mask is None else bias_mask.detach().ne(0).cpu()
         constant_zero = torch.zeros(self.in_channels + self.width * self.depth, dtype=torch.bool)
-        reads, live_total, dense_total = [], 0, 0
+        inputs = []
         for k, mask in enumerate(weight_masks):
             c = self.in_channels + self.width * k
             live = (torch.ones(self.width, c, dtype=torch.bool) if mask is None
@@ -319,16 +390,8 @@ class MSDBlock2d(nn.Module):
             live &= ~constant_zero[:c]
             if bias_live is not None:
                 constant_zero[c:c + self.width] = ~live.any(1) & ~bias_live[k * self.width:(k + 1) * self.width]
-            read = live.any(0)
-            live_total, dense_total = live_total + int(read.sum()), dense_total + c
-            if read.sum() >= SPARSE_READ_BELOW * c:
-                reads.append(None)
-            else:
-                reads.append(read.nonzero().flatten().to(self.bias.device))
-        if live_total >= DENSE_BLOCK_ABOVE * dense_total:
-            reads = [None] * self.depth      # little pruned: the dense block is faster
-        self._reads_cache = ((SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE), key, reads)
-        return reads
+            inputs.append(live.any(0))
+        return inputs
 
     def forward(self, input):
         if input.dim() != 4 or input.shape[1] != self.in_channels:

@@ -14,7 +14,7 @@ from lean_helpers import random_msd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ALWAYS_DENSE, ALWAYS_SPARSE = 0.0, 2.0   # values of msd.SPARSE_READ_BELOW
+ALWAYS_DENSE, ALWAYS_SPARSE = 0.0, 2.0   # values of msd.SPARSE_READ_BELOW; ALWAYS_DENSE is the dense masked reference
 
 
 def lean_pruned(seed, kept, depth=14, c_in=1, steps=2):
@@ -56,7 +56,9 @@ def batches(seed, c_in=1, count=3, size=12):
 
 
 def train(model, data, threshold, monkeypatch, compiled=True):
+    """Training steps; ``threshold`` ALWAYS_DENSE: every layer reads every earlier channel."""
     monkeypatch.setattr(msd_network, "SPARSE_READ_BELOW", threshold)
+    compiled = compiled and threshold != ALWAYS_DENSE
     if threshold == ALWAYS_SPARSE:
         monkeypatch.setattr(msd_network, "DENSE_BLOCK_ABOVE", float("inf"))
     monkeypatch.setattr(msd_network, "USE_COMPILED_KERNELS", compiled)
@@ -103,9 +105,23 @@ def test_adam_steps_of_the_fast_path_equal_dense_masked_training(name, threshold
             assert torch.all(getattr(block, f"weight{k}")[mask == 0] == 0)
 
 
-def test_a_lightly_pruned_block_runs_dense():
+def test_a_lightly_pruned_block_runs_dense_on_matrix_products(monkeypatch):
+    monkeypatch.setattr(msd_network, "USE_COMPILED_KERNELS", False)
     block = lean_pruned(3, 0.9, depth=20).msd.msd_block
     assert block.live_reads() == [None] * block.depth
+
+
+def test_layers_reading_few_channels_run_the_compiled_kernels_even_unpruned(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(msd_network, "COMPILED_READS_UP_TO", 3)
+    model = random_msd(12, c_in=1, c_out=3, depth=6, dilations=(1, 2, 3))
+    reads = model.msd.msd_block.live_reads()
+    assert [None if r is None else r.tolist() for r in reads] == [[0], [0, 1], [0, 1, 2], None, None, None]
+    dense, fast = model, copy.deepcopy(model)
+    data = batches(13)
+    assert train(fast, data, msd_network.SPARSE_READ_BELOW, monkeypatch) == pytest.approx(
+        train(dense, data, ALWAYS_DENSE, monkeypatch), rel=1e-6)
+    assert_same_training_state(fast, dense)
 
 
 def test_heavily_pruned_network_reads_few_channels_and_skips_dead_layers():
@@ -214,14 +230,24 @@ def test_compiled_kernel_limit_comes_from_the_environment(monkeypatch):
     env = msd_network.COMPILED_READS_ENV
     buffer, one_read = torch.zeros(2, 1, 4, 4), torch.tensor([0])
     try:
-        for text, expected in (("", 1), ("0", 0), (" 3 ", 3)):
+        for text, expected in (("", 8), ("0", 0), (" 3 ", 3)):
             monkeypatch.setenv(env, text)
             msd_network._compiled_reads_from_environment.cache_clear()
             assert msd_network.compiled_reads_up_to() == expected
-            assert (msd_network._compiled_kernels(buffer, one_read) is None) == (expected == 0)
+            assert (msd_network._compiled_kernels(buffer, one_read, 2) is None) == (expected == 0)
         monkeypatch.setenv(env, "many")
         msd_network._compiled_reads_from_environment.cache_clear()
         with pytest.raises(ValueError, match=f"{env}='many': expected a whole number"):
             msd_network.compiled_reads_up_to()
     finally:
         msd_network._compiled_reads_from_environment.cache_clear()
+
+
+@pytest.mark.parametrize("pixels", [3 * 512 + 77, 4 * 512, 700])
+def test_weight_gradient_summed_over_chunks_of_pixels_equals_one_product(pixels):
+    torch.manual_seed(pixels)
+    spread = torch.randn(9, pixels, dtype=torch.double)
+    buffer = torch.randn(6, pixels, dtype=torch.double)
+    source = buffer[1:4]                                  # rows of a larger matrix, as the block reads them
+    summed = msd_network._products_summed_over_pixels(spread, source, chunk=512)
+    torch.testing.assert_close(summed, spread @ source.t())
