@@ -43,30 +43,40 @@ def layer_forward(buffer, read, weight, bias, first, pad, dilation, height, widt
             out[x] = max(out[x], zero)
 
 
+ROWS_PER_JOB = 32   # image rows whose weight-gradient products one parallel job sums
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def weight_gradient(buffer, read, grad_out, pad, dilation):
-    """grad[o, i, a, c] = sum over pixels of grad_out[o] * the tap (a, c) of buffer[read[i]]."""
+    """grad[o, i, a, c] = sum over pixels of grad_out[o] * the tap (a, c) of buffer[read[i]].
+
+    Each job sums the products of a band of rows pixel by pixel into nine rows of partial sums
+    (vector adds) and reduces them once at the end, instead of once per image row."""
     outputs, batch, height, width_px = grad_out.shape
     n = read.shape[0]
-    partial = np.zeros((batch * height, outputs, n, 3, 3), dtype=buffer.dtype)
-    for row in prange(batch * height):
-        b, y = _split(row, height)
+    bands = (height + ROWS_PER_JOB - 1) // ROWS_PER_JOB
+    partial = np.zeros((batch * bands, outputs, n, 3, 3), dtype=buffer.dtype)
+    for job in prange(batch * bands):
+        b, band = _split(job, bands)
+        sums = np.empty((9, width_px), dtype=buffer.dtype)
         for o in range(outputs):
-            gradient = grad_out[o, b, y]
             for i in range(n):
+                sums[:] = 0
+                for y in range(band * ROWS_PER_JOB, min(height, (band + 1) * ROWS_PER_JOB)):
+                    gradient = grad_out[o, b, y]
+                    for a in range(3):
+                        source = buffer[read[i], b, pad + y + (a - 1) * dilation]
+                        west = source[pad - dilation:pad - dilation + width_px]
+                        centre = source[pad:pad + width_px]
+                        east = source[pad + dilation:pad + dilation + width_px]
+                        sum_west, sum_centre, sum_east = sums[3 * a], sums[3 * a + 1], sums[3 * a + 2]
+                        for x in range(width_px):
+                            sum_west[x] += gradient[x] * west[x]
+                            sum_centre[x] += gradient[x] * centre[x]
+                            sum_east[x] += gradient[x] * east[x]
                 for a in range(3):
-                    source = buffer[read[i], b, pad + y + (a - 1) * dilation]
-                    west = source[pad - dilation:pad - dilation + width_px]
-                    centre = source[pad:pad + width_px]
-                    east = source[pad + dilation:pad + dilation + width_px]
-                    total0 = total1 = total2 = gradient[0] * 0
-                    for x in range(width_px):
-                        total0 += gradient[x] * west[x]
-                        total1 += gradient[x] * centre[x]
-                        total2 += gradient[x] * east[x]
-                    partial[row, o, i, a, 0] = total0
-                    partial[row, o, i, a, 1] = total1
-                    partial[row, o, i, a, 2] = total2
+                    for c in range(3):
+                        partial[job, o, i, a, c] = sums[3 * a + c].sum()
     return partial.sum(axis=0)
 
 
