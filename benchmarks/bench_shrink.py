@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import fcn_resnet  # noqa: E402
 from pruning_toolkit import graph_tracing  # noqa: E402
+from pruning_toolkit.graph_tracing import trace_channel_graph  # noqa: E402
+from pruning_toolkit.masks import fraction_pruned  # noqa: E402
 import msd  # noqa: E402
 import pruning_algorithms  # noqa: E402
 from msd import SparseMSDBlock2d
@@ -141,8 +143,9 @@ def benchmark_model(name, args, devices):
         prune_to(model, kept, trace_input, args.method, exclude, fourier_size, reference, args.granularity)
         if target is None:
             continue
+        kernels_kept = 1 - fraction_pruned(trace_channel_graph(model, trace_input, exclude))
         shrunk, _ = shrink(model, trace_input, keep_masks=False)   # inference: masks baked in
-        row = {"model": name, "kept": target, "params": count_parameters(shrunk),
+        row = {"model": name, "kept": target, "kernels_kept": round(kernels_kept, 4), "params": count_parameters(shrunk),
                "macs": graph_tracing.trace(shrunk, time_input).conv_macs, "structure": structure(shrunk),
                "prune_and_shrink_s": round(time.perf_counter() - started, 1)}
         for device in devices:
@@ -154,14 +157,14 @@ def benchmark_model(name, args, devices):
 
 
 def table(name, baseline, rows, devices, size):
-    columns = ["kept", "parameters", "conv GMACs", "what is left"]
+    columns = ["kept", "kernels kept", "parameters", "conv GMACs", "what is left"]
     for device in devices:
         columns += [f"{device} original ms", f"{device} shrunk ms", f"{device} speedup"]
     result = PrettyTable(columns)
-    result.add_row(["1.00", f"{baseline['params']:,}", f"{baseline['macs'] / 1e9:.3f}", baseline["structure"]]
+    result.add_row(["1.00", "1.0000", f"{baseline['params']:,}", f"{baseline['macs'] / 1e9:.3f}", baseline["structure"]]
                    + ["", "", ""] * len(devices))
     for row in rows:
-        cells = [f"{row['kept']:.2f}", f"{row['params']:,}", f"{row['macs'] / 1e9:.3f}", row["structure"]]
+        cells = [f"{row['kept']:.2f}", f"{row['kernels_kept']:.4f}", f"{row['params']:,}", f"{row['macs'] / 1e9:.3f}", row["structure"]]
         for device in devices:
             original, shrunk = row[f"original_ms_{device}"], row[f"ms_{device}"]
             cells += [f"{original:.1f}", f"{shrunk:.1f}", f"{original / shrunk:.2f}x"]
