@@ -373,7 +373,8 @@ class MSDBlock2d(nn.Module):
         if cached is not None and cached[0] == settings and len(cached[1]) == len(key) and all(
                 a is b and va == vb for (a, va), (b, vb) in zip(cached[1], key)):
             return cached[2]
-        reads = _choose_reads(self._live_inputs(masks), _compiled_limit(device), device)
+        with torch.inference_mode(False):   # the lists index weights in later autograd passes too
+            reads = _choose_reads(self._live_inputs(masks), _compiled_limit(device), device)
         self._reads_cache = (settings, key, reads)
         return reads
 

@@ -251,3 +251,11 @@ def test_weight_gradient_summed_over_chunks_of_pixels_equals_one_product(pixels)
     source = buffer[1:4]                                  # rows of a larger matrix, as the block reads them
     summed = msd_network._products_summed_over_pixels(spread, source, chunk=512)
     torch.testing.assert_close(summed, spread @ source.t())
+
+
+def test_reads_first_listed_under_inference_mode_serve_training_later():
+    model = lean_pruned(14, 0.2)
+    x, y = batches(15)[0]
+    with torch.inference_mode():
+        model.net(x)                          # the reads are listed and cached here
+    model.learn(x, y)                         # ... and index the weights under autograd here
