@@ -78,15 +78,17 @@ def train(model, X, y, epochs, optimizer="sgd", description="training", quiet=Fa
 
     ``state_path``: every ``every`` epochs the weights, optimizer and random state go there
     (atomically); when it exists, training continues from it, so an interrupted run ends with
-    exactly the model of an uninterrupted one (bit for bit on the CPU)."""
+    exactly the model of an uninterrupted one (bit for bit on the CPU), and a finished run can
+    be continued to more epochs (the model of a run that asked for them from the start)."""
     X, y = torch.as_tensor(X), torch.as_tensor(y)
     opt = make_optimizer(model, optimizer)
     first_epoch = 1
     if state_path is not None and Path(state_path).is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("optimizer_name") != optimizer or int(state.get("epochs", -1)) != epochs:
-            raise ValueError(f"{state_path}: a run with --optimizer {state.get('optimizer_name')} --epochs "
-                             f"{state.get('epochs')} is stored there; resume it with the same flags or delete it")
+        if state.get("optimizer_name") != optimizer or int(state["epoch"]) > epochs:
+            raise ValueError(f"{state_path}: a run with --optimizer {state.get('optimizer_name')} is stored there "
+                             f"at epoch {state['epoch']}; resume it with the same optimizer and at least as many "
+                             f"--epochs, or delete it")
         model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
@@ -168,7 +170,8 @@ def main(argv=None):
                         help="folder for <dataset>.pt (default: models-retrained/; the shipped models are in models/)")
     parser.add_argument("--overwrite", action="store_true", help="replace models that exist in --out")
     parser.add_argument("--resume", action="store_true",
-                        help=f"continue an interrupted training from its last state (saved every {CHECKPOINT_EVERY} epochs)")
+                        help=f"continue an interrupted training from its last state (saved every {CHECKPOINT_EVERY} epochs), "
+                             "or a finished one to more --epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -44,12 +44,26 @@ def test_interrupted_and_resumed_training_equals_straight_through(tmp_path, monk
         assert torch.equal(a, b), name
 
 
-def test_a_stored_state_of_another_recipe_is_refused(tmp_path):
+def test_a_stored_state_of_another_recipe_or_further_on_is_refused(tmp_path):
     X, y = toy_datasets.generate("moon", 50, 0)
     X, y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
-    small_run(X, y, 5, tmp_path / "state.pt")
-    with pytest.raises(ValueError, match="resume it with the same flags"):
-        small_run(X, y, 8, tmp_path / "state.pt")
+    small_run(X, y, 8, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="at epoch 8; resume it with the same optimizer and at least as many"):
+        small_run(X, y, 5, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="a run with --optimizer sgd is stored there"):
+        torch.manual_seed(0)
+        toy_model.train(toy_model.build_model(2, hidden_width=32), X, y, 9, "adam", quiet=True,
+                        state_path=tmp_path / "state.pt")
+
+
+def test_a_finished_run_continued_to_more_epochs_equals_the_longer_run(tmp_path):
+    X, y = toy_datasets.generate("moon", 100, 0)
+    X, y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
+    longer = small_run(X, y, 12)
+    small_run(X, y, 7, tmp_path / "state.pt")
+    continued = small_run(X, y, 12, tmp_path / "state.pt")
+    for (name, a), b in zip(longer.state_dict().items(), continued.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_the_command_never_replaces_existing_models_unasked(tmp_path, capsys):
