@@ -46,14 +46,16 @@ def best_time(step, repeats, synchronize):
     return min(wall)
 
 
-def with_setting(name, value, function):
-    """Run ``function`` with the module setting ``msd_network.<name>`` set to ``value``."""
-    saved = getattr(msd_network, name)
-    setattr(msd_network, name, value)
+def with_settings(settings, function):
+    """Run ``function`` with the module settings ``msd_network.<name>`` set to ``settings[name]``."""
+    saved = {name: getattr(msd_network, name) for name in settings}
+    for name, value in settings.items():
+        setattr(msd_network, name, value)
     try:
         return function()
     finally:
-        setattr(msd_network, name, saved)
+        for name, value in saved.items():
+            setattr(msd_network, name, value)
 
 
 def timings(model, x, y, repeats, synchronize):
@@ -147,10 +149,10 @@ def main(argv=None):
     print(header + extra)
     kept_points, dense_steps, fast_steps = [], [], []
     for kept, model in pruned_models(args):
-        dense_step, dense_inference = with_setting("USE_COMPILED_KERNELS", False, lambda: with_setting(
-            "SPARSE_READ_BELOW", 0.0, lambda: timings(model, x, y, args.repeats, synchronize)))
+        dense_step, dense_inference = with_settings({"USE_COMPILED_KERNELS": False, "SPARSE_READ_BELOW": 0.0},
+                                                    lambda: timings(model, x, y, args.repeats, synchronize))
         fast_step, fast_inference = timings(model, x, y, args.repeats, synchronize)
-        others = [with_setting(name, value, lambda: timings(model, x, y, args.repeats, synchronize))[0]
+        others = [with_settings({name: value}, lambda: timings(model, x, y, args.repeats, synchronize))[0]
                   for name, value, _ in variants]
         kept_fraction = 1 - pruning_utils.fraction_pruned_convs_MSD3x3(model)[2] if kept < 1 else 1.0
         print(f"{kept_fraction:7.4f} {live_inputs_per_layer(model):11.1f} {per_image(dense_step):>11} "

@@ -367,14 +367,15 @@ class MSDBlock2d(nn.Module):
         masks = [getattr(self, f"weight{k}_mask", None) for k in range(self.depth)]
         masks.append(getattr(self, "bias_mask", None))
         device = self.bias.device
-        settings = (SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE, COMPILED_READ_FRACTION, _compiled_limit(device), device)
+        compiled_limit = _compiled_limit(device)
+        settings = (SPARSE_READ_BELOW, DENSE_BLOCK_ABOVE, COMPILED_READ_FRACTION, compiled_limit, device)
         key = [(mask, mask._version) for mask in masks if mask is not None]
         cached = self._reads_cache
         if cached is not None and cached[0] == settings and len(cached[1]) == len(key) and all(
                 a is b and va == vb for (a, va), (b, vb) in zip(cached[1], key)):
             return cached[2]
         with torch.inference_mode(False):   # the lists index weights in later autograd passes too
-            reads = _choose_reads(self._live_inputs(masks), _compiled_limit(device), device)
+            reads = _choose_reads(self._live_inputs(masks), compiled_limit, device)
         self._reads_cache = (settings, key, reads)
         return reads
 
