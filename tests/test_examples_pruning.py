@@ -201,6 +201,35 @@ def test_resnet_script_rejects_an_msd_checkpoint(tmp_path, quick_data, capsys):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
 
 
+def test_an_interrupted_start_model_training_resumed_equals_the_uninterrupted_one(tmp_path, quick_data, capsys,
+                                                                               monkeypatch):
+    flags = lambda name: quick_flags(tmp_path, quick_data, name) + ["--train-only", "--train-epochs", "3"]  # noqa: E731
+    status, _, err = run_in_process(prune_example_resnet50, flags("straight.torch"), capsys)
+    assert status == 0, err
+    assert not (tmp_path / "results").exists()          # --train-only stops before pruning
+    real_save = fcn_segmentation.FCNSegmentationModel.save
+
+    def save_then_stop(self, path, epoch, **extra):
+        real_save(self, path, epoch, **extra)
+        if extra and epoch == 2:                         # the resume state after epoch 2
+            raise KeyboardInterrupt
+    monkeypatch.setattr(fcn_segmentation.FCNSegmentationModel, "save", save_then_stop)
+    assert run_in_process(prune_example_resnet50, flags("resumed.torch"), capsys)[0] == 130
+    monkeypatch.undo()
+    # the best model so far exists, but its training is unfinished: pruning it needs --resume
+    status, _, err = run_in_process(prune_example_resnet50, flags("resumed.torch"), capsys)
+    assert status == 2 and "stopped before its last epoch" in err and "--resume" in err
+    status, out, err = run_in_process(prune_example_resnet50, flags("resumed.torch") + ["--resume"], capsys)
+    assert status == 0, err
+    assert "after epoch 2 of 3" in out
+    straight = torch.load(tmp_path / "straight.resume.torch", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed.resume.torch", weights_only=True)
+    assert straight["epoch"] == resumed["epoch"] == 3
+    assert all(torch.equal(straight["state_dict"][k], resumed["state_dict"][k]) for k in straight["state_dict"])
+    status, out, _ = run_in_process(prune_example_resnet50, flags("resumed.torch") + ["--resume"], capsys)
+    assert status == 0 and "trained already" in out
+
+
 def run_cli(args, cwd):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True)
 

@@ -3,10 +3,13 @@
     python examples/prune_example_resnet50.py [--method lean|indivL1|indivSV|all] [--ratio 0.05]
                                               [--steps 15] [--epochs 3] [--model FILE]
     python examples/prune_example_resnet50.py --quick   # narrow network, small images (CPU, ~1 minute)
+    python examples/prune_example_resnet50.py --train-only [--resume]   # train the start model only
 
 The network is pruning_toolkit.fcn_resnet.fcn_resnet50 with 1 input channel and 5 classes. When ``--model`` does
 not exist it is trained first (``--train-epochs`` epochs of Adam, the best by validation loss is
-kept) and saved there as ``{"epoch", "state_dict", "optimizer"}``. Methods: LEAN_SV_ResNet50,
+kept) and saved there as ``{"epoch", "state_dict", "optimizer"}``; the training's state after every
+epoch goes to ``<model stem>.resume.torch``, and ``--resume`` continues an interrupted training
+(each epoch's data order seeded by ``--seed`` and the epoch, so it ends as an uninterrupted one). Methods: LEAN_SV_ResNet50,
 IndivL1_Global_ResNet50, IndivSV_Global_ResNet50 (every backbone and head convolution). Pruned
 models: ``<out>/fcn_resnet50_<METHOD>_ratio=<target kept>_acc=<test accuracy>.torch`` (4
 decimals); results.csv, results.md and accuracy_vs_kept.svg/.png go to ``--results``.
@@ -19,7 +22,8 @@ from pruning_toolkit.cli import OneLineErrorParser
 from pruning_toolkit.experiments import EXAMPLES_DIR
 from pruning_toolkit.experiments import pruning_run as experiment
 from pruning_toolkit.experiments.fcn_segmentation import NARROW_SHAPE, FCNSegmentationModel
-from pruning_toolkit.experiments.msd_training import train_keeping_best
+from pruning_toolkit.cli import UsageError
+from pruning_toolkit.experiments.msd_training import resume_run, resume_state_path, train_keeping_best
 
 PROG = "prune_example_resnet50.py"
 METHODS = {"lean": methods.LEAN_SV_ResNet50, "indivL1": methods.IndivL1_Global_ResNet50,
@@ -71,19 +75,41 @@ class ResNetPruning(experiment.PruningSetup):
 def parse_args(argv=None):
     parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     experiment.add_arguments(parser, "examples/trained_models/fcn_resnet50_cs.torch, trained first if missing", "examples/my_results/resnet50")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the start model (--resume: continue its interrupted training) and stop before pruning")
     args = experiment.fill_defaults(parser.parse_args(argv), FULL_DEFAULTS, QUICK_DEFAULTS)
     experiment.check_arguments(args)
     return args
 
 
+def unfinished_training(args):
+    """The resume state of a start-model training that stopped before its last epoch, else None."""
+    state_path = resume_state_path(args.model)
+    if not state_path.is_file():
+        return None
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "last_epoch" not in state or "epoch" not in state:
+        raise ValueError(f"{state_path}: not a training resume state (no epoch / last_epoch)")
+    return state_path if int(state["epoch"]) < int(state["last_epoch"]) else None
+
+
 def train_start_model(setup, args, train_loader):
-    """Train a new network for ``--train-epochs`` epochs and save the best by validation loss."""
-    print(f"no model at {args.model}: training {setup.title.replace(' on CS data', '')} "
-          f"for {args.train_epochs} epochs")
+    """Train a new network for ``--train-epochs`` epochs (or continue the interrupted training with
+    --resume) and save the best by validation loss at ``--model``."""
+    state_path = resume_state_path(args.model)
     torch.manual_seed(args.seed)
     model = setup.new_model()
     val_loader = DataLoader(experiment.cs_split(args.data, "val"), batch_size=args.batch_size)
-    train_keeping_best(model, train_loader, val_loader, args.train_epochs, args.model, args.quiet)
+    if unfinished_training(args) is not None:
+        run = resume_run(model, state_path)
+        print(f"resuming the training of {args.model} after epoch {run['first_epoch'] - 1} of {run['last_epoch']} "
+              f"(best validation loss {run['best_loss']:.5f})")
+    else:
+        print(f"no model at {args.model}: training {setup.title.replace(' on CS data', '')} "
+              f"for {args.train_epochs} epochs")
+        run = dict(first_epoch=1, last_epoch=args.train_epochs, best_loss=float("inf"))
+    train_keeping_best(model, train_loader, val_loader, run["last_epoch"] - run["first_epoch"] + 1, args.model,
+                       args.quiet, run["first_epoch"], run["best_loss"], state_path=state_path, seed=args.seed)
 
 
 def main(argv=None):
@@ -93,12 +119,19 @@ def main(argv=None):
     if args.quick:
         experiment.ensure_quick_data(args.data, args.size, args.seed, args.quiet)
     setup = ResNetPruning(args)
-    if args.model.is_file():
+    interrupted = unfinished_training(args)
+    if interrupted is not None and not args.resume:
+        raise UsageError(f"the training of {args.model} stopped before its last epoch ({interrupted}); "
+                         f"pass --resume to continue it")
+    if args.model.is_file() and interrupted is None:
         setup.load_model()  # a checkpoint of another architecture fails here, before any work
+        if args.train_only:
+            print(f"{args.model} is trained already; nothing to do")
     else:
         train_loader, _ = experiment.cs_loaders(args)
         train_start_model(setup, args, train_loader)
-    experiment.launch_or_run(__name__, args)
+    if not args.train_only:
+        experiment.launch_or_run(__name__, args)
 
 
 def run(args):
