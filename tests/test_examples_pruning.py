@@ -468,6 +468,16 @@ def test_the_few_samples_scenario_prunes_copies_one_shot_and_resumes(tmp_path, q
     assert few_samples.report_errors([str(a) for a in flags]) == 2          # no silent overwrite
     assert few_samples.report_errors([str(a) for a in flags + ["--resume"]]) == 0
     assert (tmp_path / "few" / "results.csv").read_bytes() == before        # nothing left to run
+    # a resumed run adds rows and says so in run.json: settings merged, seconds summed
+    assert few_samples.report_errors([str(a) for a in flags + ["--resume", "--seeds", "2"]]) == 0
+    resumed = json.loads((tmp_path / "few" / "run.json").read_text())
+    assert resumed["seeds"] == [0, 1, 2] and resumed["command"] == record["command"]
+    assert len(resumed["resumed"]) == 2 and resumed["seconds"] > record["seconds"]
+    assert len(read_rows(tmp_path / "few" / "results.csv")) == len(rows) + 4
+    before = (tmp_path / "few" / "results.csv").read_bytes()
+    status = few_samples.report_errors([str(a) for a in flags + ["--resume", "--granularity", "filter"]])
+    assert status == 2 and "records granularity='kernel'" in capsys.readouterr().err
+    assert (tmp_path / "few" / "results.csv").read_bytes() == before
 
 
 def test_seeds_repeat_each_method_and_the_table_shows_mean_and_spread(tmp_path, quick_data, small_msd, capsys):

@@ -44,6 +44,8 @@ DATA_FREE = ("lean", "indivSV", "indivL1", "weight")
 CRITERIA = ("lrp", "taylor", "grad")
 ALL = CRITERIA + DATA_FREE
 PLOT_STEM = "accuracy_vs_samples"
+# run.json keys that must agree for --resume to add rows to a results folder
+RUN_SETTINGS = ("model", "architecture", "granularity", "train_images", "test_images")
 
 
 class Architecture:
@@ -161,14 +163,16 @@ def run(args):
     test_loader = DataLoader(cs_split(args.data, "test", args.test_images), batch_size=args.batch_size)
     architecture.setup.test_loader = test_loader
     log = FewSamplesLog(args.results / "results.csv", args.resume)
-    started = time.perf_counter()
-    record = dict(command=experiment.command_line("prune_few_samples.py"), model=experiment.repository_path(args.model),
-                  architecture=args.architecture, criteria=args.criteria, samples=args.samples, seeds=args.seeds,
-                  kept=args.kept, granularity=args.granularity, train_images=len(train_set),
-                  test_images=len(test_loader.dataset), device=str(runtime.resolve_device(args.device)),
-                  threads=torch.get_num_threads())
+    settings = dict(command=experiment.command_line(PROG), model=experiment.repository_path(args.model),
+                    architecture=args.architecture, criteria=args.criteria, samples=args.samples, seeds=args.seeds,
+                    kept=args.kept, granularity=args.granularity, train_images=len(train_set),
+                    test_images=len(test_loader.dataset), device=str(runtime.resolve_device(args.device)),
+                    threads=torch.get_num_threads())
+    record = experiment.RunRecord(args.results, settings, args.resume, must_agree=RUN_SETTINGS,
+                                  merged=("criteria", "samples", "seeds", "kept"))
     unpruned = architecture.setup.accuracy(architecture.model)
     print(f"start model {args.model}: test accuracy {unpruned:.4f}")
+    record.update(unpruned_accuracy=round(unpruned, 6))
     for name in args.criteria:
         draws = [(0, 0)] if name in DATA_FREE else [(n, seed) for n in args.samples for seed in args.seeds]
         for samples, seed in draws:
@@ -191,10 +195,10 @@ def run(args):
                                 target_kept=f"{kept:.6f}", kept_fraction=f"{fraction:.6f}",
                                 test_accuracy=f"{accuracy:.6f}", seconds=f"{time.perf_counter() - clock:.1f}"))
                 clock = time.perf_counter()
+                record.write()
                 print(f"{name} samples {samples} seed {seed} kept {kept}: kept {fraction:.4f}, "
                       f"test accuracy {accuracy:.4f}")
-    record.update(unpruned_accuracy=round(unpruned, 6), seconds=round(time.perf_counter() - started, 1))
-    write_atomically(args.results / "run.json", lambda temporary: temporary.write_text(json.dumps(record, indent=2) + "\n"))
+    record.write()
     write_summary(args.results)
     return args.results
 

@@ -430,33 +430,48 @@ def repository_path(path):
     return resolved.relative_to(REPO_ROOT).as_posix() if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
-class RunRecord:
-    """run.json beside results.csv: how the results were made (command, start model, data counts,
-    schedule, device, threads) and the total seconds, rewritten atomically after every step."""
+def pruning_settings(args, train_images, test_images, architecture):
+    """What run.json records of a pruning experiment (RUN_SETTINGS must agree when it is resumed)."""
+    settings = dict(command=args.command, model=repository_path(args.model), train_images=train_images,
+                    test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
+                    batch_size=args.batch_size, seed=args.seed, seeds=selected_seeds(args),
+                    reference_images=args.reference_images,
+                    granularity=args.granularity, methods=selected_labels(args.method),
+                    device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads())
+    settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
+                         f"{args.epochs} epochs per step, {args.steps} steps, {test_images} test images")
+    return settings
 
-    def __init__(self, results_dir, args, train_images, test_images, architecture, resume=False):
+
+class RunRecord:
+    """run.json beside results.csv: how the results were made (``settings``: command, start model,
+    data counts, schedule, device, threads) and the total seconds, rewritten atomically as the run
+    goes. With ``resume`` an earlier record must agree on the keys ``must_agree``; the lists under
+    ``merged`` gain what this run adds, the seconds add up and ``resumed`` lists each later command."""
+
+    def __init__(self, results_dir, settings, resume=False, must_agree=RUN_SETTINGS, merged=("methods",)):
         self.path = Path(results_dir) / RUN_RECORD
-        settings = dict(command=args.command, model=repository_path(args.model), train_images=train_images,
-                        test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
-                        batch_size=args.batch_size, seed=args.seed, seeds=selected_seeds(args),
-                        reference_images=args.reference_images,
-                        granularity=args.granularity, methods=selected_labels(args.method),
-                        device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads(), seconds=0.0)
-        settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
-                             f"{args.epochs} epochs per step, {args.steps} steps, {test_images} test images")
+        settings = dict(settings, seconds=0.0)
         earlier = self._read() if resume else None
         if earlier is not None:
-            differing = [key for key in RUN_SETTINGS if key in earlier and earlier[key] != settings[key]]
+            differing = [key for key in must_agree if key in earlier and earlier[key] != settings[key]]
             if differing:
                 key = differing[0]
                 raise UsageError(f"{self.path} records {key}={earlier[key]!r} but this run has {settings[key]!r}; "
                                  f"resume with the earlier settings or start a new --results folder")
-            methods = earlier.get("methods", []) + [m for m in settings["methods"] if m not in earlier.get("methods", [])]
-            settings.update(command=earlier.get("command", settings["command"]), methods=methods,
+            for key in merged:
+                earlier_values = earlier.get(key, [])
+                settings[key] = earlier_values + [v for v in settings[key] if v not in earlier_values]
+            settings.update(command=earlier.get("command", settings["command"]),
                             seconds=float(earlier.get("seconds", 0.0)),
-                            resumed=earlier.get("resumed", []) + [args.command])
+                            resumed=earlier.get("resumed", []) + [settings["command"]])
         self.record = settings
         self.started = time.perf_counter()
+        self.write()
+
+    def update(self, **values):
+        """Record more (e.g. a result known only once the run is under way) with the next write."""
+        self.record.update(values)
         self.write()
 
     def _read(self):
@@ -523,8 +538,8 @@ def _run_locked(setup, args, train_loader):
     runs = [(method, seed) for method in selected_methods(args.method) for seed in selected_seeds(args)]
     log = ResultsLog(Path(args.results) / RESULTS_CSV, mode, [(METHOD_LABELS[m], seed) for m, seed in runs],
                      default_seed=args.seed)
-    record = RunRecord(args.results, args, len(train_loader.dataset), len(setup.test_loader.dataset),
-                       setup.title, args.resume)
+    record = RunRecord(args.results, pruning_settings(args, len(train_loader.dataset), len(setup.test_loader.dataset),
+                                                      setup.title), args.resume)
     print(f"pruning to {args.ratio} kept in {args.steps} steps: {100 * (1 - schedule[0]):.2f} % of the "
           f"remaining convolutions each step, {args.epochs} fine-tuning epoch(s) per step")
     start_row = None
