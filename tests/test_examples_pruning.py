@@ -480,6 +480,23 @@ def test_the_few_samples_scenario_prunes_copies_one_shot_and_resumes(tmp_path, q
     assert (tmp_path / "few" / "results.csv").read_bytes() == before
 
 
+def test_the_few_samples_scenario_runs_on_a_narrow_fcn_resnet50(tmp_path, quick_data, capsys):
+    from pruning_toolkit.experiments import few_samples
+    model = tmp_path / "fcn.torch"
+    status, _, err = run_in_process(prune_example_resnet50, quick_flags(tmp_path, quick_data, "fcn.torch")
+                                    + ["--train-only", "--train-epochs", "1"], capsys)
+    assert status == 0, err
+    flags = ["--model", model, "--architecture", "resnet50", "--narrow", "--data", quick_data,
+             "--criteria", "taylor,indivSV", "--samples", "2", "--seeds", "0", "--kept", "0.5",
+             "--granularity", "filter", "--test-images", "5", "--threads", "1", "--results", tmp_path / "few"]
+    assert few_samples.report_errors([str(a) for a in flags]) == 0, capsys.readouterr().err
+    rows = {r["criterion"]: r for r in read_rows(tmp_path / "few" / "results.csv")}
+    assert set(rows) == {"taylor", "indivSV"} and rows["taylor"]["granularity"] == "filter"
+    for row in rows.values():
+        assert 0.3 < float(row["kept_fraction"]) <= 0.5 + 1e-9 and 0 <= float(row["test_accuracy"]) <= 1
+    assert json.loads((tmp_path / "few" / "run.json").read_text())["architecture"] == "resnet50"
+
+
 def test_seeds_repeat_each_method_and_the_table_shows_mean_and_spread(tmp_path, quick_data, small_msd, capsys):
     flags = full_mode_flags(tmp_path, quick_data, small_msd, "lean,indivL1") + ["--seeds", "0-1"]
     status, _, err = run_in_process(prune_example_msd, flags, capsys)
