@@ -12,7 +12,8 @@ Rules for ``y = W x + b`` with relevance ``R_y`` at its output:
 - ``"epsilon"``: ``R_x = x * (W^T (R_y / (y + eps sign(y))))``.
 The relevance of a convolution ``W[o, i]`` (a kernel) is the part of ``R_x`` that reaches
 input channel i through it from output channel o; summed over i it gives output channel o's
-relevance (exactly for z+, up to the stabiliser).
+relevance (exactly for z+, up to the stabiliser). Relevance starts at the target class's logit,
+taken before a LogSoftmax or Softmax module that ends the model (MS-D's head).
 """
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from pruning_toolkit.layer_rules import rule_for
 from pruning_toolkit.masks import masked_weight
 
 RULES = ("zplus", "epsilon")
+# heads that turn logits into probabilities: relevance starts at their input
+NORMALISING_HEADS = (nn.LogSoftmax, nn.Softmax)
 ZPLUS_STABILISER = 1e-9
 EPSILON = 1e-6
 
@@ -192,6 +195,23 @@ def class_scores(output):
     return output["out"] if isinstance(output, dict) else output
 
 
+def explained_scores(model, inputs):
+    """The class scores relevance starts from: the model's logits, taken before the LogSoftmax or
+    Softmax module that ends a model such as MS-D (log-probabilities are all negative)."""
+    heads = []
+
+    def keep_input(module, args, output):
+        heads.append((output, args[0]))
+    handles = [module.register_forward_hook(keep_input) for module in model.modules()
+               if isinstance(module, NORMALISING_HEADS)]
+    try:
+        scores = class_scores(model(inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return next((logits for output, logits in heads if output is scores), scores)
+
+
 def target_mask(logits, target):
     """One-hot of ``target`` over the classes of ``logits`` (B, K, ...): per pixel for segmentation."""
     target = target.to(logits.device).long()
@@ -208,13 +228,13 @@ def layer_relevance(model, graph, inputs, target, rule="zplus", rules=None):
     a list of :class:`LayerRelevance`, one per graph layer, and the input relevance.
 
     Relevance starts at the class score of ``target`` (at every pixel, for segmentation):
-    ``R = logits * onehot(target)``."""
+    ``R = logits * onehot(target)``, the logits before a final LogSoftmax or Softmax."""
     explainer = Explainer(graph, rule, rules)
     handles = [module.register_forward_hook(explainer.hook) for module in _explained_modules(model, rules)]
     try:
         with runtime.eval_mode(model), torch.enable_grad():
             inputs = inputs.detach().requires_grad_()
-            logits = class_scores(model(inputs))
+            logits = explained_scores(model, inputs)
             logits.backward(target_mask(logits, target))
     finally:
         for handle in handles:

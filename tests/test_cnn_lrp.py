@@ -139,6 +139,33 @@ def test_relevance_is_conserved_through_the_msd_dense_block():
         np.testing.assert_allclose(layer.kernels.sum(1), layer.channels, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("head", [nn.LogSoftmax(dim=1), nn.Softmax(dim=1)])
+def test_relevance_starts_at_the_logits_before_a_normalising_head(head):
+    torch.manual_seed(2)
+    model = Branches().eval()
+    x, target = torch.rand(2, 2, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    graph = trace_channel_graph(model, x)
+    plain, plain_input = layer_relevance(model, graph, x, target)
+    headed, headed_input = layer_relevance(nn.Sequential(model, head), graph, x, target)
+    torch.testing.assert_close(headed_input, plain_input)
+    for a, b in zip(headed, plain):
+        np.testing.assert_array_equal(a.kernels, b.kernels)
+
+
+def test_the_msd_network_with_its_log_softmax_is_explained_from_its_logits():
+    model = bias_free_msd(6)
+    x, target = torch.rand(2, 1, 12, 12) + 0.1, torch.randint(0, 3, (2, 12, 12))
+    graph = msd_channel_graph(model, include_final_layer=False)
+    assert isinstance(model.net[-1][-1], nn.LogSoftmax)
+    whole, _ = layer_relevance(model.net, graph, x, target)
+    with torch.no_grad():
+        scaled = model.net[0](x)
+    block, _ = layer_relevance(model.msd, graph, scaled, target)
+    for a, b in zip(whole, block):
+        np.testing.assert_allclose(a.kernels, b.kernels, rtol=1e-5, atol=1e-7)
+    assert sum(layer.channels.sum() for layer in whole) > 0     # log-probabilities would give < 0
+
+
 def test_a_shrunk_msd_block_explains_like_the_masked_one():
     model = bias_free_msd(5, depth=10)
     import pruning_algorithms as lean

@@ -324,6 +324,8 @@ def test_overwrite_starts_the_given_method_over_and_keeps_the_others(tmp_path, q
     others = lambda table: [r for r in table if r["method"] != "indivL1"]  # noqa: E731
     assert others(again) == others(rows)
     assert [r["step"] for r in again if r["method"] == "indivL1"] == ["0", "1", "2"]
+    record = json.loads((tmp_path / "results" / "run.json").read_text())   # still records every method
+    assert record["methods"] == ["LEAN", "indivL1", "indivSV"] and len(record["resumed"]) == 1
 
 
 def test_resume_drops_a_torn_last_row_and_says_what_it_found(tmp_path, quick_data, small_msd, capsys):

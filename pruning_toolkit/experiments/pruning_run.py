@@ -539,7 +539,8 @@ def _run_locked(setup, args, train_loader):
     log = ResultsLog(Path(args.results) / RESULTS_CSV, mode, [(METHOD_LABELS[m], seed) for m, seed in runs],
                      default_seed=args.seed)
     record = RunRecord(args.results, pruning_settings(args, len(train_loader.dataset), len(setup.test_loader.dataset),
-                                                      setup.title), args.resume)
+                                                      setup.title),
+                       resume=args.resume or args.overwrite)   # the rows of other methods stay: so does their record
     print(f"pruning to {args.ratio} kept in {args.steps} steps: {100 * (1 - schedule[0]):.2f} % of the "
           f"remaining convolutions each step, {args.epochs} fine-tuning epoch(s) per step")
     start_row = None
