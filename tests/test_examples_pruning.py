@@ -443,6 +443,31 @@ def test_criteria_run_beside_lean_from_the_same_start_and_are_recorded(tmp_path,
     assert status == 2 and "reference_images=3" in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_lrp_rule_flag_reaches_the_criterion_and_is_recorded(tmp_path, quick_data, small_msd, capsys):
+    import pruning_algorithms as lean
+    from torch.utils.data import DataLoader
+    from pruning_toolkit.masks import copy_model
+    flags = full_mode_flags(tmp_path, quick_data, small_msd, "lrp") + [
+        "--reference-images", "3", "--steps", "1", "--epochs", "0", "--ratio", "0.5", "--lrp-rule", "epsilon"]
+    status, _, err = run_in_process(prune_example_msd, flags, capsys)
+    assert status == 0, err
+    rows = read_rows(tmp_path / "results" / "results.csv")
+    pruned = msd.MSDSegmentationModel(1, 5, 4, 1, device="cpu")
+    pruned.load(tmp_path / "pruned" / rows[1]["model_file"])
+    expected = msd.MSDSegmentationModel(1, 5, 4, 1, device="cpu")
+    expected.load(small_msd)
+    reference = list(DataLoader(pruning_experiment.cs_split(quick_data, "train", 3), batch_size=5))
+    masks = lambda model: {k: v for k, v in model.msd.state_dict().items() if k.endswith("_mask")}  # noqa: E731
+    same = lambda a, b: a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    zplus = copy_model(expected)
+    lean.LRP_Global_MSD_3x3(expected, 0.5, reference, rule="epsilon")
+    lean.LRP_Global_MSD_3x3(zplus, 0.5, reference, rule="zplus")
+    assert same(masks(pruned), masks(expected)) and not same(masks(pruned), masks(zplus))
+    assert json.loads((tmp_path / "results" / "run.json").read_text())["lrp_rule"] == "epsilon"
+    status, _, err = run_in_process(prune_example_msd, flags[:-1] + ["zplus", "--resume"], capsys)
+    assert status == 2 and "lrp_rule='epsilon'" in err
+
+
 def test_an_unknown_method_in_a_list_is_one_line(capsys):
     with pytest.raises(SystemExit) as stop:           # argparse's own exit
         prune_example_msd.main(["--method", "lean,relevance"])

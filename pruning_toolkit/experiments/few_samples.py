@@ -4,7 +4,7 @@ without fine-tuning, test accuracy against the number of reference images.
     python examples/prune_few_samples.py --model examples/trained_models/msd_network_d=50_epochs=50.torch
         [--architecture msd|resnet50] [--criteria lrp,taylor,grad,weight,lean,indivSV,indivL1]
         [--samples 1,2,5,10,20] [--seeds 0-2] [--kept 0.5,0.2,0.1,0.05] [--granularity kernel|filter]
-        [--test-images 50] [--results DIR] [--resume]
+        [--lrp-rule zplus|epsilon] [--test-images 50] [--results DIR] [--resume]
 
 For every criterion, number of reference images n and seed, n training images are drawn (seeded)
 and the criterion's scores computed once on the trained model; then, for every kept fraction, a
@@ -45,7 +45,7 @@ CRITERIA = ("lrp", "taylor", "grad")
 ALL = CRITERIA + DATA_FREE
 PLOT_STEM = "accuracy_vs_samples"
 # run.json keys that must agree for --resume to add rows to a results folder
-RUN_SETTINGS = ("model", "architecture", "granularity", "train_images", "test_images")
+RUN_SETTINGS = ("model", "architecture", "granularity", "lrp_rule", "train_images", "test_images")
 
 
 class Architecture:
@@ -91,6 +91,7 @@ def parse_args(argv=None):
     parser.add_argument("--kept", type=lambda text: [float(v) for v in text.split(",")], default=[0.5, 0.2, 0.1, 0.05],
                         help="kept fractions of the one-shot pruning (default 0.5,0.2,0.1,0.05)")
     parser.add_argument("--granularity", choices=("kernel", "filter"), default="kernel")
+    experiment.add_lrp_rule(parser)
     parser.add_argument("--data", type=Path, default=EXAMPLES_DIR / "data")
     parser.add_argument("--test-images", type=int, default=None, help="the first N test images (default: all)")
     parser.add_argument("--results", type=Path, default=EXAMPLES_DIR / "my_results" / "few_samples")
@@ -165,7 +166,7 @@ def run(args):
     log = FewSamplesLog(args.results / "results.csv", args.resume)
     settings = dict(command=experiment.command_line(PROG), model=experiment.repository_path(args.model),
                     architecture=args.architecture, criteria=args.criteria, samples=args.samples, seeds=args.seeds,
-                    kept=args.kept, granularity=args.granularity, train_images=len(train_set),
+                    kept=args.kept, granularity=args.granularity, lrp_rule=args.lrp_rule, train_images=len(train_set),
                     test_images=len(test_loader.dataset), device=str(runtime.resolve_device(args.device)),
                     threads=torch.get_num_threads())
     record = experiment.RunRecord(args.results, settings, args.resume, must_agree=RUN_SETTINGS,
@@ -186,7 +187,7 @@ def run(args):
             else:
                 reference = reference_draw(train_set, samples, seed, args.batch_size)
                 scores = criterion_scores(architecture.net(architecture.model), architecture.graph(architecture.model),
-                                          name, reference, args.granularity)
+                                          name, reference, args.granularity, args.lrp_rule)
                 selection = ScoreSelection(scores, name, args.granularity)
                 prune = lambda model, kept, s=selection: prune_step(architecture.graph(model), kept, s)  # noqa: E731
             for kept in todo:

@@ -52,7 +52,7 @@ class MSDPruning(experiment.PruningSetup):
 
     def prune(self, method, model, kept):
         experiment.prune_with(METHODS[method], method, model, kept, self.reference, self.args.granularity,
-                              verbose=not self.args.quiet)
+                              self.args.lrp_rule, verbose=not self.args.quiet)
 
     def kept_fraction(self, model):
         return 1 - norm_graph.fraction_pruned_convs_MSD3x3(model)[2]

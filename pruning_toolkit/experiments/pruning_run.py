@@ -29,6 +29,7 @@ except ImportError:  # Windows: no folder lock
 from tqdm import tqdm
 
 from pruning_toolkit import cli, launcher, runtime
+from pruning_toolkit.cnn_lrp import RULES
 from pruning_toolkit.accuracy import get_global_accuracy
 from pruning_toolkit.cli import UsageError
 from pruning_toolkit.experiments import EXAMPLES_DIR, cs_data
@@ -47,7 +48,7 @@ RESULTS_CSV = "results.csv"
 RUN_RECORD = "run.json"
 # run.json keys that must agree for --resume to continue a run
 RUN_SETTINGS = ("model", "train_images", "test_images", "epochs", "steps", "ratio", "batch_size", "seed",
-                "reference_images", "granularity")
+                "reference_images", "granularity", "lrp_rule")
 REPO_ROOT = EXAMPLES_DIR.parent
 QUICK_DIR = EXAMPLES_DIR / "quick"
 QUICK_DATA = dict(counts={"train": 20, "val": 5, "test": 5}, size=64)
@@ -112,6 +113,7 @@ def add_arguments(parser, model_default, results_default):
                              "unit) or filter (an output channel) (default kernel)")
     parser.add_argument("--reference-images", type=int, default=10,
                         help="the first N training images are the criteria's reference samples (default 10)")
+    add_lrp_rule(parser)
     parser.add_argument("--ratio", type=float, default=0.05,
                         help="final fraction of convolutions kept, in (0, 1] (default 0.05)")
     parser.add_argument("--steps", type=int, default=None, help="pruning steps (default 15; --quick: 3)")
@@ -155,6 +157,12 @@ def add_arguments(parser, model_default, results_default):
                              "if missing, few steps; everything under examples/quick/ unless given")
 
 
+def add_lrp_rule(parser):
+    parser.add_argument("--lrp-rule", choices=RULES, default="zplus",
+                        help="the LRP rule of the lrp criterion: zplus (the toy experiment's) or epsilon "
+                             "(default zplus)")
+
+
 def fill_defaults(args, full, quick):
     """Replace the flags left at None by the ``quick`` or the ``full`` defaults (dicts by flag name)."""
     for name, value in (quick if args.quick else full).items():
@@ -192,8 +200,11 @@ def kept_schedule(ratio, steps):
     return [ratio ** (step / steps) for step in range(1, steps + 1)]
 
 
-def prune_with(method_function, method, model, kept, reference, granularity, **options):
-    """One step of ``method``: the criteria take the reference batches and the granularity, the others not."""
+def prune_with(method_function, method, model, kept, reference, granularity, lrp_rule="zplus", **options):
+    """One step of ``method``: the criteria take the reference batches and the granularity (lrp also
+    its rule), the others not."""
+    if method == "lrp":
+        options["rule"] = lrp_rule
     if method in CRITERIA:
         method_function(model, kept, reference, granularity=granularity, **options)
     else:
@@ -436,7 +447,7 @@ def pruning_settings(args, train_images, test_images, architecture):
                     test_images=test_images, epochs=args.epochs, steps=args.steps, ratio=args.ratio,
                     batch_size=args.batch_size, seed=args.seed, seeds=selected_seeds(args),
                     reference_images=args.reference_images,
-                    granularity=args.granularity, methods=selected_labels(args.method),
+                    granularity=args.granularity, lrp_rule=args.lrp_rule, methods=selected_labels(args.method),
                     device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads())
     settings["title"] = (f"{architecture}: start {Path(args.model).name}\n{train_images} training images, "
                          f"{args.epochs} epochs per step, {args.steps} steps, {test_images} test images")
@@ -668,7 +679,7 @@ def merge_shards(args, folder):
     path = write_atomically(Path(args.results) / RESULTS_CSV, write)
     first = records[0] if records else {}
     record = {key: first.get(key) for key in ("command", "model", "train_images", "test_images", "epochs", "steps",
-                                              "ratio", "batch_size", "reference_images", "granularity", "device",
+                                              "ratio", "batch_size", "reference_images", "granularity", "lrp_rule", "device",
                                               "threads", "title")}
     record.update(command=args.command, methods=list(dict.fromkeys(row["method"] for row in rows)),
                   seeds=sorted({int(row["seed"]) for row in rows}), launcher=args.launcher, jobs=len(records),

@@ -63,7 +63,8 @@ class ResNetPruning(experiment.PruningSetup):
         return model
 
     def prune(self, method, model, kept):
-        experiment.prune_with(METHODS[method], method, model.net, kept, self.reference, self.args.granularity)
+        experiment.prune_with(METHODS[method], method, model.net, kept, self.reference, self.args.granularity,
+                              self.args.lrp_rule)
 
     def kept_fraction(self, model):
         return 1 - norm_graph.fraction_pruned_convs_ResNet50(model.net)[2]
