@@ -44,6 +44,7 @@ DATA_FREE = ("lean", "indivSV", "indivL1", "weight")
 CRITERIA = ("lrp", "taylor", "grad")
 ALL = CRITERIA + DATA_FREE
 PLOT_STEM = "accuracy_vs_samples"
+PANELS_PER_ROW = 4   # one panel per kept fraction
 # run.json keys that must agree for --resume to add rows to a results folder
 RUN_SETTINGS = ("model", "architecture", "granularity", "lrp_rule", "train_images", "test_images")
 
@@ -242,8 +243,12 @@ def write_summary(results_dir):
                      lambda temporary: temporary.write_text(markdown(stats, record["unpruned_accuracy"])))
     from matplotlib.figure import Figure
     kept_values = sorted({kept for _, kept in stats}, reverse=True)
-    figure = Figure(figsize=(3.6 * len(kept_values), 3.4))
-    panels = np.atleast_1d(figure.subplots(1, len(kept_values), sharey=True))
+    columns = min(len(kept_values), PANELS_PER_ROW)
+    rows = -(-len(kept_values) // columns)
+    figure = Figure(figsize=(3.6 * columns, 3.4 * rows))
+    panels = np.atleast_1d(figure.subplots(rows, columns, sharey=True, squeeze=False).ravel())
+    for unused in panels[len(kept_values):]:
+        unused.set_visible(False)
     names = list(dict.fromkeys(name for name, _ in stats))
     for axes, kept in zip(panels, kept_values):
         for index, name in enumerate(names):
@@ -262,8 +267,9 @@ def write_summary(results_dir):
         axes.set_xscale("log")
         axes.set_title(f"kept {kept}", fontsize=9)
         axes.set_xlabel("reference images")
-    panels[0].set_ylabel("test pixel accuracy")
-    panels[-1].legend(fontsize=7)
+    for first in panels[::columns]:
+        first.set_ylabel("test pixel accuracy")
+    panels[len(kept_values) - 1].legend(fontsize=7)
     figure.suptitle(f"{record['architecture']}, one-shot {record['granularity']} pruning, no fine-tuning; "
                     f"{len(record['seeds'])} seeds, {record['test_images']} test images", fontsize=9)
     figure.tight_layout()
