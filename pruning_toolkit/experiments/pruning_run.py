@@ -29,9 +29,9 @@ except ImportError:  # Windows: no folder lock
 from tqdm import tqdm
 
 from pruning_toolkit import cli, launcher, runtime
-from pruning_toolkit.cnn_lrp import RULES
 from pruning_toolkit.accuracy import get_global_accuracy
 from pruning_toolkit.cli import UsageError
+from pruning_toolkit.cnn_lrp import RULES
 from pruning_toolkit.experiments import EXAMPLES_DIR, cs_data
 from pruning_toolkit.experiments import results as plot_results
 from pruning_toolkit.experiments.cs_data import cs_split, has_cs_images

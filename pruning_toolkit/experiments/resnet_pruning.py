@@ -9,20 +9,20 @@ The network is pruning_toolkit.fcn_resnet.fcn_resnet50 with 1 input channel and 
 not exist it is trained first (``--train-epochs`` epochs of Adam, the best by validation loss is
 kept) and saved there as ``{"epoch", "state_dict", "optimizer"}``; the training's state after every
 epoch goes to ``<model stem>.resume.torch``, and ``--resume`` continues an interrupted training
-(each epoch's data order seeded by ``--seed`` and the epoch, so it ends as an uninterrupted one). Methods: LEAN_SV_ResNet50,
-IndivL1_Global_ResNet50, IndivSV_Global_ResNet50 (every backbone and head convolution). Pruned
-models: ``<out>/fcn_resnet50_<METHOD>_ratio=<target kept>_acc=<test accuracy>.torch`` (4
-decimals); results.csv, results.md and accuracy_vs_kept.svg/.png go to ``--results``.
+(each epoch's data order seeded by ``--seed`` and the epoch, so it ends as an uninterrupted one).
+Methods: LEAN_SV_ResNet50, IndivL1_Global_ResNet50, IndivSV_Global_ResNet50 (every backbone and
+head convolution), and the criteria. Pruned models:
+``<out>/fcn_resnet50_<METHOD>_ratio=<target kept>_acc=<test accuracy>.torch`` (4 decimals);
+results.csv, results.md and accuracy_vs_kept.svg/.png go to ``--results``.
 """
 import torch
 from torch.utils.data import DataLoader
 
 from pruning_toolkit import methods, norm_graph
-from pruning_toolkit.cli import OneLineErrorParser
+from pruning_toolkit.cli import OneLineErrorParser, UsageError
 from pruning_toolkit.experiments import EXAMPLES_DIR
 from pruning_toolkit.experiments import pruning_run as experiment
 from pruning_toolkit.experiments.fcn_segmentation import NARROW_SHAPE, FCNSegmentationModel
-from pruning_toolkit.cli import UsageError
 from pruning_toolkit.experiments.msd_training import resume_run, resume_state_path, train_keeping_best
 
 PROG = "prune_example_resnet50.py"
