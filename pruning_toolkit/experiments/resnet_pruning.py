@@ -88,20 +88,20 @@ def unfinished_training(args):
     state_path = resume_state_path(args.model)
     if not state_path.is_file():
         return None
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = torch.load(state_path, map_location="cpu", weights_only=True, mmap=True)   # reads two numbers
     if not isinstance(state, dict) or "last_epoch" not in state or "epoch" not in state:
         raise ValueError(f"{state_path}: not a training resume state (no epoch / last_epoch)")
     return state_path if int(state["epoch"]) < int(state["last_epoch"]) else None
 
 
-def train_start_model(setup, args, train_loader):
-    """Train a new network for ``--train-epochs`` epochs (or continue the interrupted training with
-    --resume) and save the best by validation loss at ``--model``."""
+def train_start_model(setup, args, train_loader, interrupted=False):
+    """Train a new network for ``--train-epochs`` epochs (or, ``interrupted``, continue the training
+    that stopped) and save the best by validation loss at ``--model``."""
     state_path = resume_state_path(args.model)
     torch.manual_seed(args.seed)
     model = setup.new_model()
     val_loader = DataLoader(experiment.cs_split(args.data, "val"), batch_size=args.batch_size)
-    if unfinished_training(args) is not None:
+    if interrupted:
         run = resume_run(model, state_path)
         print(f"resuming the training of {args.model} after epoch {run['first_epoch'] - 1} of {run['last_epoch']} "
               f"(best validation loss {run['best_loss']:.5f})")
@@ -130,7 +130,7 @@ def main(argv=None):
             print(f"{args.model} is trained already; nothing to do")
     else:
         train_loader, _ = experiment.cs_loaders(args)
-        train_start_model(setup, args, train_loader)
+        train_start_model(setup, args, train_loader, interrupted is not None)
     if not args.train_only:
         experiment.launch_or_run(__name__, args)
 
