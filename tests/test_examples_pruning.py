@@ -521,7 +521,20 @@ def test_the_few_samples_scenario_runs_on_a_narrow_fcn_resnet50(tmp_path, quick_
     assert set(rows) == {"taylor", "indivSV"} and rows["taylor"]["granularity"] == "filter"
     for row in rows.values():
         assert 0.3 < float(row["kept_fraction"]) <= 0.5 + 1e-9 and 0 <= float(row["test_accuracy"]) <= 1
-    assert json.loads((tmp_path / "few" / "run.json").read_text())["architecture"] == "resnet50"
+    record = json.loads((tmp_path / "few" / "run.json").read_text())
+    assert (record["architecture"], record["evaluated"]) == ("resnet50", "shrunk")
+    # the accuracy in the CSV is the masked network's, measured on the network shrunk for real
+    from pruning_toolkit.masks import copy_model
+    from pruning_toolkit.shrinking import count_parameters
+    from torch.utils.data import DataLoader
+    architecture = few_samples.Architecture(few_samples.parse_args([str(a) for a in flags]))
+    architecture.setup.test_loader = DataLoader(pruning_experiment.cs_split(quick_data, "test", 5), batch_size=5)
+    masked = copy_model(architecture.model)
+    few_samples.pruning(architecture, "taylor", pruning_experiment.cs_split(quick_data, "train"), 2, 0)(masked, 0.5)
+    evaluated = architecture.evaluated(masked)
+    assert count_parameters(evaluated) < 0.8 * count_parameters(masked.net)
+    for network in (masked, evaluated):
+        assert architecture.setup.accuracy(network) == pytest.approx(float(rows["taylor"]["test_accuracy"]), abs=1e-6)
 
 
 def test_seeds_repeat_each_method_and_the_table_shows_mean_and_spread(tmp_path, quick_data, small_msd, capsys):
