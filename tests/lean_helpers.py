@@ -1,6 +1,7 @@
 """Independent slow references shared by the LEAN pruning tests (written from the spec)."""
 import numpy as np
 import torch
+from torch import nn
 
 import fcn_resnet
 import msd
@@ -75,3 +76,18 @@ def kernel_kept(module, name):
     if mask is None:
         mask = torch.ones_like(getattr(module, name))
     return mask.reshape(mask.shape[0], mask.shape[1], -1).ne(0).any(dim=2).numpy()
+
+
+def conv_macs_by_hooks(model, x):
+    """MACs of every Conv1d/Conv2d, counted from the shapes seen by forward hooks."""
+    total = []
+
+    def hook(module, args, output):
+        total.append(module.weight.numel() * output.shape[0] * int(np.prod(output.shape[2:])))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    with torch.no_grad():
+        model.eval()(x)
+    for handle in handles:
+        handle.remove()
+    return sum(total)

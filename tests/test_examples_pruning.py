@@ -13,6 +13,7 @@ import tifffile
 import torch
 
 import msd
+from lean_helpers import conv_macs_by_hooks
 from pruning_toolkit.experiments import cs_data as generate_example_data
 from pruning_toolkit.experiments import fcn_segmentation
 from pruning_toolkit.experiments import msd_pruning as prune_example_msd
@@ -507,6 +508,25 @@ def test_the_few_samples_scenario_prunes_copies_one_shot_and_resumes(tmp_path, q
     assert (tmp_path / "few" / "results.csv").read_bytes() == before
 
 
+def test_few_samples_results_written_before_the_macs_column_resume_in_their_own_layout(tmp_path, quick_data,
+                                                                                      small_msd, capsys):
+    from pruning_toolkit.experiments import few_samples
+    flags = [str(a) for a in ["--model", small_msd, "--depth", "4", "--data", quick_data, "--criteria", "lean",
+                              "--kept", "0.5", "--test-images", "5", "--threads", "1", "--results", tmp_path / "few"]]
+    assert few_samples.report_errors(flags) == 0, capsys.readouterr().err
+    path = tmp_path / "few" / "results.csv"
+    rows = read_rows(path)
+    assert rows[0]["conv_macs_kept"] == ""                          # kernel granularity: the masked network
+    old_layout = few_samples.FIELDS[:-1]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, old_layout, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert few_samples.report_errors(flags + ["--resume", "--kept", "0.2"]) == 0, capsys.readouterr().err
+    assert path.read_text().splitlines()[0] == ",".join(old_layout)
+    assert [r["target_kept"] for r in read_rows(path)] == ["0.500000", "0.200000"]
+
+
 def test_the_few_samples_scenario_runs_on_a_narrow_fcn_resnet50(tmp_path, quick_data, capsys):
     from pruning_toolkit.experiments import few_samples
     model = tmp_path / "fcn.torch"
@@ -531,10 +551,14 @@ def test_the_few_samples_scenario_runs_on_a_narrow_fcn_resnet50(tmp_path, quick_
     architecture.setup.test_loader = DataLoader(pruning_experiment.cs_split(quick_data, "test", 5), batch_size=5)
     masked = copy_model(architecture.model)
     few_samples.pruning(architecture, "taylor", pruning_experiment.cs_split(quick_data, "train"), 2, 0)(masked, 0.5)
-    evaluated = architecture.evaluated(masked)
+    evaluated, _ = architecture.evaluated(masked)
     assert count_parameters(evaluated) < 0.8 * count_parameters(masked.net)
     for network in (masked, evaluated):
         assert architecture.setup.accuracy(network) == pytest.approx(float(rows["taylor"]["test_accuracy"]), abs=1e-6)
+    image = torch.zeros(1, 1, 64, 64)
+    macs_kept = conv_macs_by_hooks(evaluated, image) / conv_macs_by_hooks(architecture.model.net, image)
+    assert float(rows["taylor"]["conv_macs_kept"]) == pytest.approx(macs_kept, abs=1e-6) and macs_kept < 0.8
+    assert "Convolution MACs of the shrunk networks" in (tmp_path / "few" / "results.md").read_text()
 
 
 def test_seeds_repeat_each_method_and_the_table_shows_mean_and_spread(tmp_path, quick_data, small_msd, capsys):

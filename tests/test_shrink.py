@@ -1,5 +1,4 @@
 """Shrinking pruned models physically: same outputs, fewer parameters and MACs (issue #7)."""
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,28 +8,13 @@ from pruning_toolkit import graph_tracing
 import msd
 import pruning_algorithms as lean
 import pruning_utils
-from lean_helpers import NARROW, random_msd, randomize_batchnorms
+from lean_helpers import NARROW, conv_macs_by_hooks, random_msd, randomize_batchnorms
 from pruning_toolkit import layer_rules
 from msd import SparseMSDBlock2d
 from pruning_toolkit.shrinking import count_parameters, shrink
 from tracing_models import ResNet18Like, SmallUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def conv_macs_by_hooks(model, x):
-    """MACs of every Conv1d/Conv2d, counted from the shapes seen by forward hooks."""
-    total = []
-
-    def hook(module, args, output):
-        total.append(module.weight.numel() * output.shape[0] * int(np.prod(output.shape[2:])))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
-    with torch.no_grad():
-        model.eval()(x)
-    for handle in handles:
-        handle.remove()
-    return sum(total)
 
 
 def outputs(model, x):

@@ -12,7 +12,8 @@ fresh copy of the model is pruned in one step (redundancy pruning included) and 
 accuracy measured. Every CS image shows all five classes, so n images are n samples per class.
 LEAN, IndivSV, IndivL1 and weight need no reference images: they are run once per kept fraction
 (samples 0 in the CSV). At filter granularity each pruned network is evaluated shrunk (as
-``shrinking.shrink`` deploys it: the same outputs, faster). ``results.csv`` gets one row per pruned model, appended as it is done
+``shrinking.shrink`` deploys it: the same outputs, faster) and its convolution MACs are recorded
+(``conv_macs_kept``: the fraction of the unpruned network's). ``results.csv`` gets one row per pruned model, appended as it is done
 (``--resume`` skips what is there); ``results.md`` (mean +- std over seeds) and
 ``accuracy_vs_samples.svg/.png`` are rewritten at the end.
 """
@@ -41,7 +42,9 @@ from pruning_toolkit.pruning_step import prune_step
 from pruning_toolkit.shrinking import shrink
 
 PROG = "prune_few_samples.py"
-FIELDS = ("criterion", "granularity", "samples", "seed", "target_kept", "kept_fraction", "test_accuracy", "seconds")
+FIELDS = ("criterion", "granularity", "samples", "seed", "target_kept", "kept_fraction", "test_accuracy", "seconds",
+          "conv_macs_kept")
+LAYOUTS = (FIELDS, FIELDS[:-1])   # results written before conv_macs_kept keep their layout
 DATA_FREE = ("lean", "indivSV", "indivL1", "weight")
 CRITERIA = ("lrp", "taylor", "grad")
 ALL = CRITERIA + DATA_FREE
@@ -75,11 +78,14 @@ class Architecture:
         return 1 - counts[2]
 
     def evaluated(self, model):
-        """What the test accuracy is measured on: at filter granularity the pruned network shrunk (its
-        removed channels cut out, masks baked in; the same outputs, checked, in less time)."""
+        """(network, conv MACs kept) of what the test accuracy is measured on: at filter granularity the
+        pruned network shrunk (its removed channels cut out, masks baked in; the same outputs, checked, in
+        less time) and the fraction of the unpruned network's convolution MACs it computes; else the
+        masked network and None."""
         if self.args.granularity != "filter":
-            return model
-        return shrink(self.net(model), self.example_input, keep_masks=False)[0]
+            return model, None
+        shrunk, report = shrink(self.net(model), self.example_input, keep_masks=False)
+        return shrunk, report.macs_after / report.macs_before
 
     def data_free(self, name, model, kept):
         """One-shot pruning by a method that needs no reference images (the pruning scripts' own step)."""
@@ -142,7 +148,8 @@ class FewSamplesLog:
             lines = handle.read().split("\n")
         complete = "\n".join(lines[:-1])   # a torn last line (no newline) is dropped
         rows = list(csv.DictReader(io.StringIO(complete + "\n")))
-        if tuple(csv.reader([lines[0]]).__next__()) != FIELDS:
+        self.fields = tuple(csv.reader([lines[0]]).__next__())
+        if self.fields not in LAYOUTS:
             raise ValueError(f"{self.path}: not a results file of {PROG}")
         if lines[-1]:
             write_atomically(self.path, lambda temporary: temporary.write_text(complete + "\n"))
@@ -150,7 +157,7 @@ class FewSamplesLog:
 
     def append(self, row):
         buffer = io.StringIO()
-        csv.DictWriter(buffer, FIELDS, lineterminator="\n").writerow(row)
+        csv.DictWriter(buffer, self.fields, lineterminator="\n", extrasaction="ignore").writerow(row)
         append_durably(self.path, buffer.getvalue().encode("utf-8"))
         self.done.add(run_key(row))
 
@@ -174,10 +181,12 @@ def pruning(architecture, name, train_set, samples, seed):
 
 
 def one_shot(architecture, prune, kept):
-    """(kept fraction, test accuracy) of a fresh copy of the start model pruned by ``prune(model, kept)``."""
+    """(kept fraction, test accuracy, conv MACs kept or None) of a fresh copy of the start model pruned by
+    ``prune(model, kept)``."""
     model = copy_model(architecture.model)
     prune(model, kept)
-    return architecture.kept_fraction(model), architecture.setup.accuracy(architecture.evaluated(model))
+    network, macs_kept = architecture.evaluated(model)
+    return architecture.kept_fraction(model), architecture.setup.accuracy(network), macs_kept
 
 
 def run(args):
@@ -209,10 +218,11 @@ def run(args):
             clock = time.perf_counter()
             prune = pruning(architecture, name, train_set, samples, seed)
             for kept in todo:
-                fraction, accuracy = one_shot(architecture, prune, kept)
+                fraction, accuracy, macs_kept = one_shot(architecture, prune, kept)
                 log.append(dict(criterion=name, granularity=args.granularity, samples=samples, seed=seed,
                                 target_kept=f"{kept:.6f}", kept_fraction=f"{fraction:.6f}",
-                                test_accuracy=f"{accuracy:.6f}", seconds=f"{time.perf_counter() - clock:.1f}"))
+                                test_accuracy=f"{accuracy:.6f}", seconds=f"{time.perf_counter() - clock:.1f}",
+                                conv_macs_kept="" if macs_kept is None else f"{macs_kept:.6f}"))
                 clock = time.perf_counter()
                 record.write()
                 print(f"{name} samples {samples} seed {seed} kept {kept}: kept {fraction:.4f}, "
@@ -232,7 +242,17 @@ def summary(rows):
             for key, per in grouped.items()}
 
 
-def markdown(stats, unpruned):
+def macs_summary(rows):
+    """{criterion: {kept: mean conv MACs kept}} over the rows that measured it (shrunk networks)."""
+    grouped = {}
+    for row in rows:
+        if row.get("conv_macs_kept"):
+            per = grouped.setdefault(row["criterion"], {})
+            per.setdefault(float(row["target_kept"]), []).append(float(row["conv_macs_kept"]))
+    return {name: {kept: float(np.mean(v)) for kept, v in per.items()} for name, per in grouped.items()}
+
+
+def markdown(stats, unpruned, macs=None):
     kept_values = sorted({kept for _, kept in stats}, reverse=True)
     samples = sorted({n for per in stats.values() for n in per if n})
     lines = [f"Test accuracy after one-shot pruning, no fine-tuning (unpruned: {unpruned:.4f}); "
@@ -247,6 +267,13 @@ def markdown(stats, unpruned):
             cells += [f"{per[n][0]:.4f} +- {per[n][1]:.4f}" if n in per else "" for n in samples]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    if macs:
+        lines += ["Convolution MACs of the shrunk networks, as a fraction of the unpruned network's "
+                  "(mean over reference draws):", "", "| criterion | " + " | ".join(f"kept {k}" for k in kept_values)
+                  + " |", "|---|" + "---:|" * len(kept_values)]
+        lines += [f"| {name} | " + " | ".join(f"{per[k]:.4f}" if k in per else "" for k in kept_values) + " |"
+                  for name, per in macs.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -257,7 +284,7 @@ def write_summary(results_dir):
     record = json.loads((results_dir / "run.json").read_text())
     stats = summary(rows)
     write_atomically(results_dir / "results.md",
-                     lambda temporary: temporary.write_text(markdown(stats, record["unpruned_accuracy"])))
+                     lambda temporary: temporary.write_text(markdown(stats, record["unpruned_accuracy"], macs_summary(rows))))
     from matplotlib.figure import Figure
     kept_values = sorted({kept for _, kept in stats}, reverse=True)
     columns = min(len(kept_values), PANELS_PER_ROW)
