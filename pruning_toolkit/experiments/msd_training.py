@@ -107,11 +107,8 @@ def main(argv=None):
     model = msd_network.MSDSegmentationModel(1, 5, args.depth, 1, dilations=args.dilations, device=args.device)
     train_dl = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
     val_dl = DataLoader(val_set, batch_size=args.batch_size, shuffle=False)
-    state_path = resume_state_path(args.out)
-    if args.resume and state_path.is_file():
-        run = resume_run(model, state_path)
-        print(f"resuming {args.out} after epoch {run['first_epoch'] - 1} of {run['last_epoch']} "
-              f"(best validation loss {run['best_loss']:.5f})")
+    if args.resume and resume_state_path(args.out).is_file():
+        run = resume_run(model, args.out)
     elif args.init:
         first_epoch = model.load(args.init) + 1
         best_loss = model.validate(val_dl)
@@ -119,30 +116,39 @@ def main(argv=None):
         run = dict(first_epoch=first_epoch, last_epoch=first_epoch + args.epochs - 1, best_loss=best_loss)
     else:
         model.set_normalization(train_dl)
-        run = dict(first_epoch=1, last_epoch=args.epochs, best_loss=float("inf"))
-    train_keeping_best(model, train_dl, val_dl, run["last_epoch"] - run["first_epoch"] + 1, args.out,
-                       args.quiet, run["first_epoch"], run["best_loss"], state_path=state_path, seed=args.seed)
+        run = fresh_run(args.epochs)
+    train_keeping_best(model, train_dl, val_dl, run, args.out, args.quiet, args.seed)
 
 
-def resume_run(model, state_path):
-    """Load the state a run left after its last finished epoch into ``model``; returns the run's
-    first epoch still to train, last epoch and best validation loss."""
+def fresh_run(epochs):
+    """The run of a new training: epochs 1 to ``epochs``, no best validation loss yet."""
+    return dict(first_epoch=1, last_epoch=epochs, best_loss=float("inf"))
+
+
+def resume_run(model, out):
+    """Load the state that the run writing ``out`` left after its last finished epoch into ``model``;
+    returns the run's first epoch still to train, last epoch and best validation loss."""
+    state_path = resume_state_path(out)
     epoch = model.load(state_path)
     extra = torch.load(state_path, map_location="cpu", weights_only=True)
     try:
-        return dict(first_epoch=epoch + 1, last_epoch=int(extra["last_epoch"]), best_loss=float(extra["best_loss"]))
+        run = dict(first_epoch=epoch + 1, last_epoch=int(extra["last_epoch"]), best_loss=float(extra["best_loss"]))
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"{state_path}: not a training resume state (no last_epoch / best_loss)") from None
+    print(f"resuming the training of {out} after epoch {epoch} of {run['last_epoch']} "
+          f"(best validation loss {run['best_loss']:.5f})")
+    return run
 
 
-def train_keeping_best(model, train_loader, val_loader, epochs, out, quiet=False, first_epoch=1,
-                       best_loss=float("inf"), state_path=None, seed=None):
-    """Train ``epochs`` epochs (a model with msd_pytorch's learn/validate/save), saving it to
-    ``out`` whenever its validation loss improves on ``best_loss``; returns the best loss.
+def train_keeping_best(model, train_loader, val_loader, run, out, quiet=False, seed=None):
+    """Train the epochs of ``run`` (:func:`fresh_run`, :func:`resume_run`; a model with msd_pytorch's
+    learn/validate/save), saving it to ``out`` whenever its validation loss improves on the run's
+    best; returns the best loss.
 
-    ``state_path``: where the run's state goes after every epoch (for --resume); ``seed``: seed
+    The run's state goes to :func:`resume_state_path` after every epoch (for --resume); ``seed``: seed
     each epoch's data order from (seed, epoch), so that a resumed run equals an uninterrupted one."""
-    last_epoch = first_epoch + epochs - 1
+    first_epoch, last_epoch, best_loss = run["first_epoch"], run["last_epoch"], run["best_loss"]
+    state_path = resume_state_path(out)
     progress = tqdm(range(first_epoch, last_epoch + 1), desc="epochs", disable=True if quiet else None)
     for epoch in progress:
         if seed is not None:
@@ -153,8 +159,7 @@ def train_keeping_best(model, train_loader, val_loader, epochs, out, quiet=False
         if val_loss < best_loss:
             best_loss = val_loss
             model.save(out, epoch)
-        if state_path is not None:
-            model.save(state_path, epoch, last_epoch=last_epoch, best_loss=best_loss)
+        model.save(state_path, epoch, last_epoch=last_epoch, best_loss=best_loss)
         progress.write(f"epoch {epoch}: validation loss {val_loss:.5f} (best {best_loss:.5f})")
     if Path(out).is_file():
         print(f"best model (validation loss {best_loss:.5f}) saved to {out}")

@@ -23,7 +23,7 @@ from pruning_toolkit.cli import OneLineErrorParser, UsageError
 from pruning_toolkit.experiments import EXAMPLES_DIR
 from pruning_toolkit.experiments import pruning_run as experiment
 from pruning_toolkit.experiments.fcn_segmentation import NARROW_SHAPE, FCNSegmentationModel
-from pruning_toolkit.experiments.msd_training import resume_run, resume_state_path, train_keeping_best
+from pruning_toolkit.experiments.msd_training import fresh_run, resume_run, resume_state_path, train_keeping_best
 
 PROG = "prune_example_resnet50.py"
 METHODS = {"lean": methods.LEAN_SV_ResNet50, "indivL1": methods.IndivL1_Global_ResNet50,
@@ -97,20 +97,16 @@ def unfinished_training(args):
 def train_start_model(setup, args, train_loader, interrupted=False):
     """Train a new network for ``--train-epochs`` epochs (or, ``interrupted``, continue the training
     that stopped) and save the best by validation loss at ``--model``."""
-    state_path = resume_state_path(args.model)
     torch.manual_seed(args.seed)
     model = setup.new_model()
     val_loader = DataLoader(experiment.cs_split(args.data, "val"), batch_size=args.batch_size)
     if interrupted:
-        run = resume_run(model, state_path)
-        print(f"resuming the training of {args.model} after epoch {run['first_epoch'] - 1} of {run['last_epoch']} "
-              f"(best validation loss {run['best_loss']:.5f})")
+        run = resume_run(model, args.model)
     else:
         print(f"no model at {args.model}: training {setup.title.replace(' on CS data', '')} "
               f"for {args.train_epochs} epochs")
-        run = dict(first_epoch=1, last_epoch=args.train_epochs, best_loss=float("inf"))
-    train_keeping_best(model, train_loader, val_loader, run["last_epoch"] - run["first_epoch"] + 1, args.model,
-                       args.quiet, run["first_epoch"], run["best_loss"], state_path=state_path, seed=args.seed)
+        run = fresh_run(args.train_epochs)
+    train_keeping_best(model, train_loader, val_loader, run, args.model, args.quiet, args.seed)
 
 
 def main(argv=None):
