@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from pruning_toolkit import cnn_lrp, runtime
 from pruning_toolkit.masks import kernel_alive, masked_weight
-from pruning_toolkit.normalisation import NORMALISATIONS
+from pruning_toolkit.normalisation import NORMALISATIONS, by_absolute_sum
 from pruning_toolkit.selection import Selection
 
 CRITERIA = tuple(NORMALISATIONS)
@@ -144,9 +144,10 @@ def criterion_scores(model, graph, criterion, reference, granularity="kernel", r
     return _gradient_scores(model, graph, batches, criterion, granularity)
 
 
-def normalised_scores(scores, criterion):
-    """Each layer's scores normalised as the toy spec does (a layer of zeros stays zero)."""
-    normalisation = NORMALISATIONS[criterion]
+def normalised_scores(scores, criterion, rule="zplus"):
+    """Each layer's scores normalised as the toy spec does (a layer of zeros stays zero); the signed
+    relevances of lrp's epsilon rule by the sum of their magnitudes (the toy's z+ ones are positive)."""
+    normalisation = by_absolute_sum if (criterion, rule) == ("lrp", "epsilon") else NORMALISATIONS[criterion]
     return [torch.nan_to_num(normalisation(values), nan=0.0, posinf=0.0, neginf=0.0).numpy() for values in scores]
 
 
@@ -209,9 +210,10 @@ class ScoreSelection(Selection):
     scores: list
     criterion: str
     granularity: str = "kernel"
+    rule: str = "zplus"
 
     def select(self, graph, remove_fraction):
-        normalised = normalised_scores(self.scores, self.criterion)
+        normalised = normalised_scores(self.scores, self.criterion, self.rule)
         alive = [kernel_alive(layer) for layer in graph.layers]
         if self.granularity == "kernel":
             return lowest_kernels(normalised, alive, remove_fraction)
@@ -238,4 +240,4 @@ class CriterionSelection(Selection):
     def select(self, graph, remove_fraction):
         scores = criterion_scores(self.model, graph, self.criterion, self.reference, self.granularity,
                                   self.rule, self.rules)
-        return ScoreSelection(scores, self.criterion, self.granularity).select(graph, remove_fraction)
+        return ScoreSelection(scores, self.criterion, self.granularity, self.rule).select(graph, remove_fraction)

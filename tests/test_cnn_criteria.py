@@ -93,6 +93,24 @@ def test_kernel_taylor_of_a_layer_without_batchnorm_sums_to_its_filter_taylor_mi
         torch.testing.assert_close(kern.sum(1) + bias_term, f, rtol=1e-4, atol=1e-9)
 
 
+def test_signed_epsilon_relevances_keep_their_order_in_a_layer_whose_sum_is_negative():
+    inhibiting, balanced = torch.tensor([-3.0, -1.0, 2.0]), torch.tensor([5.0, -4.9, 0.1])
+    epsilon = cnn_criteria.normalised_scores([inhibiting, balanced], "lrp", "epsilon")
+    np.testing.assert_allclose(epsilon[0], [-0.5, -1 / 6, 1 / 3])
+    np.testing.assert_allclose(epsilon[1], [0.5, -0.49, 0.01])           # not blown up by the sum 0.2
+    zplus = cnn_criteria.normalised_scores([inhibiting], "lrp")          # the toy's v / sum(v) inverts it
+    np.testing.assert_allclose(zplus[0], [1.5, 0.5, -1.0])
+    positive = torch.tensor([1.0, 3.0])
+    np.testing.assert_allclose(cnn_criteria.normalised_scores([positive], "lrp", "epsilon")[0],
+                               cnn_criteria.normalised_scores([positive], "lrp")[0])
+    # the selection of an epsilon run removes the most negative relevance of the inhibiting layer first
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 1))
+    graph = trace_channel_graph(model, torch.zeros(1, 1, 8, 8))
+    scores = [torch.tensor([[-3.0], [-1.0], [2.0]]), torch.tensor([[10.0, 10.0, 10.0], [10.0, 10.0, 10.0]])]
+    chosen = cnn_criteria.ScoreSelection(scores, "lrp", "kernel", "epsilon").select(graph, 1 / 9)
+    np.testing.assert_array_equal(chosen[0], [[True], [False], [False]])
+
+
 def test_kernel_selection_removes_the_lowest_live_kernels_ties_by_layer_then_index():
     scores = [np.array([[0.3, 0.1], [0.1, 0.9]]), np.array([[0.1, 0.5]])]
     alive = [np.array([[True, True], [True, True]]), np.array([[True, False]])]

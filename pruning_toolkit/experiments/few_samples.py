@@ -176,7 +176,7 @@ def pruning(architecture, name, train_set, samples, seed):
     reference = reference_draw(train_set, samples, seed, args.batch_size)
     scores = criterion_scores(architecture.net(architecture.model), architecture.graph(architecture.model),
                               name, reference, args.granularity, args.lrp_rule)
-    selection = ScoreSelection(scores, name, args.granularity)
+    selection = ScoreSelection(scores, name, args.granularity, args.lrp_rule)
     return lambda model, kept: prune_step(architecture.graph(model), kept, selection)
 
 
