@@ -13,9 +13,9 @@ accuracy measured. Every CS image shows all five classes, so n images are n samp
 LEAN, IndivSV, IndivL1 and weight need no reference images: they are run once per kept fraction
 (samples 0 in the CSV). At filter granularity each pruned network is evaluated shrunk (as
 ``shrinking.shrink`` deploys it: the same outputs, faster) and its convolution MACs are recorded
-(``conv_macs_kept``: the fraction of the unpruned network's). ``results.csv`` gets one row per pruned model, appended as it is done
-(``--resume`` skips what is there); ``results.md`` (mean +- std over seeds) and
-``accuracy_vs_samples.svg/.png`` are rewritten at the end.
+(``conv_macs_kept``: the fraction of the unpruned network's). ``results.csv`` gets one row per
+pruned model, appended as it is done (``--resume`` skips what is there); ``results.md`` (mean +- std
+over seeds) and ``accuracy_vs_samples.svg/.png`` are rewritten at the end.
 """
 import csv
 import io
@@ -65,6 +65,7 @@ class Architecture:
         self.setup = (MSDPruning if self.msd else ResNetPruning)(args)
         self.model = self.setup.load_model()
         parameter = next(self.net(self.model).parameters())
+        # what shrink traces and checks its outputs on (the CS networks take one channel)
         self.example_input = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)).to(parameter)
 
     def net(self, model):
@@ -201,8 +202,8 @@ def run(args):
                     architecture=args.architecture, criteria=args.criteria, samples=args.samples, seeds=args.seeds,
                     kept=args.kept, granularity=args.granularity, lrp_rule=args.lrp_rule, train_images=len(train_set),
                     test_images=len(test_loader.dataset),
-                    evaluated="shrunk" if args.granularity == "filter" else "masked", device=str(runtime.resolve_device(args.device)),
-                    threads=torch.get_num_threads())
+                    evaluated="shrunk" if args.granularity == "filter" else "masked",
+                    device=str(runtime.resolve_device(args.device)), threads=torch.get_num_threads())
     record = experiment.RunRecord(args.results, settings, args.resume, must_agree=RUN_SETTINGS,
                                   merged=("criteria", "samples", "seeds", "kept"))
     unpruned = architecture.setup.accuracy(architecture.model)
@@ -283,8 +284,8 @@ def write_summary(results_dir):
         rows = list(csv.DictReader(handle))
     record = json.loads((results_dir / "run.json").read_text())
     stats = summary(rows)
-    write_atomically(results_dir / "results.md",
-                     lambda temporary: temporary.write_text(markdown(stats, record["unpruned_accuracy"], macs_summary(rows))))
+    text = markdown(stats, record["unpruned_accuracy"], macs_summary(rows))
+    write_atomically(results_dir / "results.md", lambda temporary: temporary.write_text(text))
     from matplotlib.figure import Figure
     kept_values = sorted({kept for _, kept in stats}, reverse=True)
     columns = min(len(kept_values), PANELS_PER_ROW)
