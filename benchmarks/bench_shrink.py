@@ -8,7 +8,9 @@ the shrunk model are timed in turn on one input (best of ``--repeats`` runs afte
 warm-up; the original is the unpruned model, the shrunk one has its masks baked in with
 ``shrink(..., keep_masks=False)``, as for deployment).
 Weights are random (an untrained network) unless ``--fcn-weights`` (a state_dict) or
-``--msd-checkpoint`` (an msd_pytorch-style checkpoint) give trained ones.
+``--msd-checkpoint`` (an msd_pytorch-style checkpoint) give trained ones. The criteria score
+``--reference-images`` random images labelled with the network's own predictions, or, with
+``--reference-data DIR`` (a CS data folder, for a trained network), the first training images.
 """
 import argparse
 import copy
@@ -39,7 +41,8 @@ MSD_DILATIONS = list(range(1, 11))
 def build_fcn(args):
     model = fcn_resnet.fcn_resnet50(NUM_CLASSES, 1)
     if args.fcn_weights:
-        model.load_state_dict(torch.load(args.fcn_weights, map_location="cpu", weights_only=True))
+        state = torch.load(args.fcn_weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state))   # the example's checkpoint or a bare state_dict
     return model.eval()
 
 
@@ -70,6 +73,15 @@ def own_predictions(model, inputs):
     model.eval()
     output = model(inputs)
     return inputs, (output["out"] if isinstance(output, dict) else output).argmax(1)
+
+
+def reference_samples(model, args):
+    """(inputs, per-pixel targets) that the criteria score: CS training images or random ones."""
+    if args.reference_data:
+        from pruning_toolkit.experiments.cs_data import cs_split
+        images = cs_split(args.reference_data, "train", args.reference_images)
+        return next(iter(torch.utils.data.DataLoader(images, batch_size=len(images))))
+    return own_predictions(model, torch.rand(args.reference_images, 1, args.trace_size, args.trace_size))
 
 
 def prune_to(model, kept, example, method, exclude, fourier_size, reference=None, granularity="kernel"):
@@ -136,7 +148,7 @@ def benchmark_model(name, args, devices):
     baseline = {"params": count_parameters(model), "macs": graph_tracing.trace(model, time_input).conv_macs,
                 "structure": structure(model)}
     print(f"{name}: original {baseline}", flush=True)
-    reference = own_predictions(model, torch.rand(args.reference_images, 1, args.trace_size, args.trace_size))
+    reference = reference_samples(model, args)
     rows = []
     for kept, target in schedule(args.kept, args.steps):
         started = time.perf_counter()
@@ -183,6 +195,8 @@ def parse_args(argv=None):
     parser.add_argument("--granularity", choices=["kernel", "filter"], default="kernel",
                         help="what the criteria remove: kernels or whole filters (default kernel)")
     parser.add_argument("--reference-images", type=int, default=4)
+    parser.add_argument("--reference-data", type=Path, default=None,
+                        help="CS data folder whose first training images the criteria score (default: random images)")
     parser.add_argument("--steps", type=int, default=2, help="pruning steps between consecutive fractions")
     parser.add_argument("--fcn-size", type=int, default=128, help="timing input size of FCN-ResNet50")
     parser.add_argument("--msd-size", type=int, default=256, help="timing input size of MS-D")
@@ -192,7 +206,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: the CPU, and CUDA too when available")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--fcn-weights", help="FCN-ResNet50 state_dict (1 input channel, 5 classes)")
+    parser.add_argument("--fcn-weights", help="FCN-ResNet50 state_dict or prune_example_resnet50.py checkpoint "
+                                                   "(1 input channel, 5 classes)")
     parser.add_argument("--msd-checkpoint", help="MS-D checkpoint (c_in 1, 5 labels, --msd-depth)")
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
