@@ -130,7 +130,7 @@ def resume_run(model, out):
     returns the run's first epoch still to train, last epoch and best validation loss."""
     state_path = resume_state_path(out)
     epoch = model.load(state_path)
-    extra = torch.load(state_path, map_location="cpu", weights_only=True)
+    extra = torch.load(state_path, map_location="cpu", weights_only=True, mmap=True)   # model.load read the weights
     try:
         run = dict(first_epoch=epoch + 1, last_epoch=int(extra["last_epoch"]), best_loss=float(extra["best_loss"]))
     except (KeyError, TypeError, ValueError):
